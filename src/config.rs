@@ -1,0 +1,155 @@
+//! Configuration: the TOML file and the validated runtime types.
+//!
+//! The file is parsed into the `file` structs (every table has
+//! `deny_unknown_fields`), then converted once into the runtime types below.
+//! Everything downstream takes the runtime types only, so no other module
+//! ever sees an unvalidated value. Errors carry the dotted key, the line and
+//! the column, like `nginx -t`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+mod file;
+mod load;
+mod secret;
+
+pub use load::{load, load_str, ConfigError};
+pub use secret::{read_secret_file, SecretError};
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the configuration came from (for messages only).
+    pub source: PathBuf,
+    pub server: Server,
+    pub upstream: Upstream,
+    pub public: PublicListener,
+    /// The federation listener; absent when the file has no `[federation]`.
+    pub federation: Option<FederationListener>,
+    pub admin: AdminListener,
+    pub store: Store,
+    pub log: Log,
+    pub runtime: Runtime,
+}
+
+/// `[server]`: who this server is.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// The server's fully qualified domain name, lower case, no trailing dot.
+    pub fqdn: String,
+}
+
+/// `[upstream]`: the unmodified access.md server.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `host:port` of the upstream (plain HTTP).
+    pub authority: http::uri::Authority,
+    pub connect_timeout: Duration,
+    /// Time allowed from sending the request to receiving response headers.
+    pub response_timeout: Duration,
+    /// How long an idle pooled upstream connection is kept.
+    pub pool_idle_timeout: Duration,
+    /// Idle pooled connections kept per worker.
+    pub pool_max_idle: usize,
+}
+
+/// TLS material for a listener, read from files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// Limits and timeouts that apply to one listener's clients.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request head (request line and headers) accepted, in bytes.
+    pub max_header_bytes: usize,
+    /// Most header fields accepted in one request.
+    pub max_headers: usize,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: u64,
+    /// Time allowed for a client to send a complete request head.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+/// `[public]`: the listener for the server's own users.
+#[derive(Debug, Clone)]
+pub struct PublicListener {
+    pub listen: SocketAddr,
+    /// `None` only when the file says `plain_http = true`.
+    pub tls: Option<TlsFiles>,
+    pub limits: Limits,
+}
+
+/// How federation peers are trusted (before DNS-published keys exist).
+#[derive(Debug, Clone, Default)]
+pub struct PeerTrust {
+    /// PEM bundle of CAs whose certificates are accepted.
+    pub ca_file: Option<PathBuf>,
+    /// SHA-256 hashes of accepted SubjectPublicKeyInfo (raw 32 bytes).
+    pub pinned_spki_sha256: Vec<[u8; 32]>,
+}
+
+/// `[federation]`: the mutual-TLS listener for peer servers.
+#[derive(Debug, Clone)]
+pub struct FederationListener {
+    pub listen: SocketAddr,
+    pub tls: TlsFiles,
+    pub trust: PeerTrust,
+    pub limits: Limits,
+}
+
+/// `[admin]`: health and metrics.
+#[derive(Debug, Clone)]
+pub struct AdminListener {
+    pub listen: SocketAddr,
+}
+
+/// `[store]`: where durable state lives.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// An SQLite database file (created when missing).
+    Sqlite { path: PathBuf },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub format: LogFormat,
+    /// A `tracing_subscriber::EnvFilter` directive, e.g. `info,mdgate=debug`.
+    pub filter: String,
+}
+
+/// `[runtime]`: process-level settings.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    /// Proxy worker threads (each a single-threaded runtime); 0 means one
+    /// per available core.
+    pub workers: usize,
+    /// How long in-flight requests get to finish after SIGTERM.
+    pub drain_timeout: Duration,
+}
+
+impl Limits {
+    /// The defaults documented in `config.example.toml`.
+    pub fn defaults() -> Self {
+        Limits {
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            max_body_bytes: 10 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! federation (to be written).

@@ -1,0 +1,25 @@
+//! mdgate: a reverse-proxy sidecar that lets self-hosted access.md servers
+//! federate with no third party in between.
+//!
+//! The modules follow the parts of the design:
+//!
+//! * [`config`]: the TOML file, validated once into runtime types.
+//! * [`tls`]: server and client TLS configs, peer identity, reloads.
+//! * [`proxy`]: pass-through forwarding, header hygiene, limits, errors.
+//! * [`federation`]: the server-to-server listener (`/federation/v1/`).
+//! * [`store`]: durable state (SQLite by default), SQL lives only here.
+//! * [`admin`]: `/live`, `/ready`, `/metrics`.
+//! * [`serve`]: wires listeners, workers, signals and shutdown together.
+//! * [`emulator`]: an in-memory access.md emulator for tests and the demo.
+
+pub mod admin;
+pub mod config;
+pub mod demo;
+pub mod emulator;
+pub mod error;
+pub mod federation;
+pub mod logging;
+pub mod proxy;
+pub mod serve;
+pub mod store;
+pub mod tls;

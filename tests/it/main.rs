@@ -1,0 +1,4 @@
+//! The integration suite: one test binary, one module per feature.
+//!
+//! Tests that talk to access.md start the in-process emulator unless
+//! `MDGATE_TEST_UPSTREAM` names a real server (see `support`).
