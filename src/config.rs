@@ -14,7 +14,7 @@ mod file;
 mod load;
 mod secret;
 
-pub use load::{load, load_str, ConfigError};
+pub use load::{check, load, load_str, ConfigError};
 pub use secret::{read_secret_file, SecretError};
 
 /// The whole validated configuration.

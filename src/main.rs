@@ -1,1 +1,160 @@
-fn main() {}
+//! The `mdgate` command: parse arguments, load the configuration, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use mdgate::config::{self, LogFormat};
+
+/// Exit status for an invalid configuration (EX_CONFIG is 78; sysexits'
+/// EX_USAGE, 64, is what admins' tooling around nginx -t expects).
+const EXIT_BAD_CONFIG: u8 = 64;
+const EXIT_FAILURE: u8 = 1;
+
+#[derive(Parser)]
+#[command(
+    name = "mdgate",
+    version,
+    about = "Federation sidecar for access.md servers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sidecar.
+    Serve {
+        /// Configuration file.
+        #[arg(
+            short = 'c',
+            long = "config",
+            default_value = "/etc/mdgate/mdgate.toml"
+        )]
+        config: PathBuf,
+        /// Log format, overriding `[log] format`.
+        #[arg(long)]
+        log_format: Option<LogFormatArg>,
+    },
+    /// Check a configuration file and exit (0 when valid).
+    CheckConfig {
+        #[arg(
+            short = 'c',
+            long = "config",
+            default_value = "/etc/mdgate/mdgate.toml"
+        )]
+        config: PathBuf,
+    },
+    /// Apply pending store migrations and exit.
+    Migrate {
+        #[arg(
+            short = 'c',
+            long = "config",
+            default_value = "/etc/mdgate/mdgate.toml"
+        )]
+        config: PathBuf,
+    },
+    /// Run a demonstration on this machine: an access.md emulator with
+    /// mdgate in front of it, on loopback, with generated certificates.
+    Demo {
+        /// Where to write the demo's certificates, configuration and store
+        /// (a temporary directory by default).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Exit after the scripted walk-through instead of staying up.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => match config::check(&config) {
+            Ok(summary) => {
+                println!("mdgate: {summary}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mdgate: {e}");
+                ExitCode::from(EXIT_BAD_CONFIG)
+            }
+        },
+        Command::Serve { config, log_format } => {
+            let mut cfg = match config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("mdgate: {e}");
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+            };
+            if let Some(f) = log_format {
+                cfg.log.format = match f {
+                    LogFormatArg::Text => LogFormat::Text,
+                    LogFormatArg::Json => LogFormat::Json,
+                };
+            }
+            mdgate::logging::init(&cfg.log);
+            run_async(async move { mdgate::serve::run(cfg).await.map_err(|e| e.to_string()) })
+        }
+        Command::Migrate { config } => {
+            let cfg = match config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("mdgate: {e}");
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+            };
+            run_async(async move {
+                let report = mdgate::store::migrate(&cfg.store)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!("mdgate: {report}");
+                Ok(())
+            })
+        }
+        Command::Demo { dir, once } => {
+            mdgate::logging::init(&config::Log {
+                format: LogFormat::Text,
+                filter: "warn,mdgate=info".into(),
+            });
+            run_async(async move {
+                mdgate::demo::run(dir, once)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        }
+    }
+}
+
+/// Runs a future on the main (control-plane) runtime.
+fn run_async<F>(fut: F) -> ExitCode
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mdgate: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mdgate: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}

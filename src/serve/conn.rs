@@ -1,0 +1,220 @@
+//! One client connection: TLS handshake, HTTP/1.1 or HTTP/2 by ALPN, the
+//! idle timer and graceful shutdown.
+
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::Limits;
+use crate::federation::Federation;
+use crate::proxy::body::ProxyBody;
+use crate::proxy::{ConnInfo, Proxy};
+
+/// What answers the requests of a listener.
+#[derive(Clone)]
+pub enum Handler {
+    Public(Arc<Proxy>),
+    Federation(Arc<Federation>),
+}
+
+impl Handler {
+    async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
+        match self {
+            Handler::Public(p) => p.handle(conn, req).await,
+            Handler::Federation(f) => f.handle(conn, req).await,
+        }
+    }
+}
+
+/// The last time bytes moved on a connection, in milliseconds since `base`.
+struct Activity {
+    base: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.base.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_deadline(&self, idle: Duration) -> Instant {
+        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An I/O stream that records when bytes last moved.
+    struct ActivityIo<T> {
+        #[pin]
+        inner: T,
+        activity: Arc<Activity>,
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for ActivityIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let r = this.inner.poll_read(cx, buf);
+        if buf.filled().len() != before {
+            this.activity.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for ActivityIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let r = this.inner.poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let r = this.inner.poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+/// Serves HTTP on an established (possibly TLS) stream until the client
+/// goes away, the connection idles out, or shutdown drains it.
+pub async fn serve_http<I>(
+    io: I,
+    info: Arc<ConnInfo>,
+    handler: Handler,
+    limits: &Limits,
+    h2: bool,
+    shutdown: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(ActivityIo {
+        inner: io,
+        activity: activity.clone(),
+    });
+    let svc_info = info.clone();
+    let svc = service_fn(move |req| {
+        let handler = handler.clone();
+        let info = svc_info.clone();
+        async move { Ok::<_, Infallible>(handler.handle(&info, req).await) }
+    });
+    if h2 {
+        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .max_header_list_size(limits.max_header_bytes as u32)
+            .max_concurrent_streams(100)
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        drive(
+            b.serve_connection(io, svc),
+            &info,
+            activity,
+            limits.idle_timeout,
+            shutdown,
+        )
+        .await;
+    } else {
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .max_headers(limits.max_headers)
+            .keep_alive(true);
+        drive(
+            b.serve_connection(io, svc),
+            &info,
+            activity,
+            limits.idle_timeout,
+            shutdown,
+        )
+        .await;
+    }
+}
+
+async fn drive<C>(
+    conn: C,
+    info: &ConnInfo,
+    activity: Arc<Activity>,
+    idle: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    C: GracefulConnection<Error = hyper::Error>,
+{
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        let deadline = activity.idle_deadline(idle);
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(client.addr = %info.client, listener = info.listener, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = crate::serve::stopped(&mut shutdown), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = tokio::time::sleep_until(deadline), if !closing => {
+                if activity.idle_deadline(idle) <= Instant::now() {
+                    tracing::debug!(client.addr = %info.client, listener = info.listener, "closing idle connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+}
