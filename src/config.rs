@@ -12,10 +12,21 @@ use std::time::Duration;
 
 mod file;
 mod load;
+mod position;
 mod secret;
+#[cfg(test)]
+mod tests;
 
-pub use load::{load, load_str, ConfigError};
-pub use secret::{read_secret_file, SecretError};
+pub use file::{format_duration, parse_duration};
+pub use load::{
+    check, load, load_str, parse_fqdn, parse_pin, parse_upstream_url, summary, ConfigError,
+    ErrorKind, DEFAULT_STATE_DIRECTORY, DEFAULT_STORE_FILE,
+};
+pub use position::Position;
+pub use secret::{
+    check_readable_file, check_secret_file, credentials_directory, read_secret_file,
+    resolve_credential, SecretError, CREDENTIAL_PREFIX,
+};
 
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
@@ -139,6 +150,23 @@ pub struct Runtime {
     pub workers: usize,
     /// How long in-flight requests get to finish after SIGTERM.
     pub drain_timeout: Duration,
+}
+
+impl Config {
+    /// Settings that are allowed but deserve a line in the log at startup
+    /// (the configuration is loaded before logging is set up, so the
+    /// caller logs these).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.public.tls.is_none() {
+            warnings.push(format!(
+                "public listener {} serves plain HTTP (plain_http = true); \
+                 it must sit behind a TLS-terminating proxy",
+                self.public.listen
+            ));
+        }
+        warnings
+    }
 }
 
 impl Limits {
