@@ -54,7 +54,7 @@ pub enum ErrorKind {
     #[error("unknown key `{key}` in {table} ({expected})")]
     UnknownKey {
         key: String,
-        /// `[public.limits]`, or `the top level`.
+        /// `[public.limits]`, or `the top-level table`.
         table: String,
         /// serde's list of the keys that table accepts.
         expected: String,
@@ -309,7 +309,8 @@ fn data_error(
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let (name, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let key = at.map_or_else(|| name.to_owned(), str::to_owned);
-        let table = parent(&key).map_or_else(|| "the top level".to_owned(), |t| format!("[{t}]"));
+        let table =
+            parent(&key).map_or_else(|| "the top-level table".to_owned(), |t| format!("[{t}]"));
         let kind = ErrorKind::UnknownKey {
             key: name.to_owned(),
             table,
@@ -350,25 +351,30 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn config(&mut self, file: &ConfigFile) -> Option<Config> {
+        // Listen addresses first, so that conflicts are reported even when
+        // something else in a listener's table is wrong.
+        let public_listen = self.listen("public.listen", &file.public.listen);
+        let federation_listen = file
+            .federation
+            .as_ref()
+            .and_then(|f| self.listen("federation.listen", &f.listen));
+        let admin_listen = self.listen("admin.listen", &file.admin.listen);
+        self.distinct_listeners(&[
+            ("public.listen", public_listen),
+            ("federation.listen", federation_listen),
+            ("admin.listen", admin_listen),
+        ]);
+
         let server = self.server(file.server.fqdn.as_deref());
         let upstream = self.upstream(&file.upstream);
-        let public = self.public(&file.public);
-        let federation = file.federation.as_ref().map(|f| self.federation(f));
-        let admin = self.listen("admin.listen", &file.admin.listen);
+        let public = self.public(&file.public, public_listen);
+        let federation = file
+            .federation
+            .as_ref()
+            .map(|f| self.federation(f, federation_listen));
         let store = self.store(&file.store);
         let log = self.log(file.log.format, &file.log.filter);
         let runtime = self.runtime(file.runtime.workers, file.runtime.drain_timeout);
-
-        self.distinct_listeners(&[
-            ("public.listen", public.as_ref().map(|p| p.listen)),
-            (
-                "federation.listen",
-                federation
-                    .as_ref()
-                    .and_then(|f| f.as_ref().map(|f| f.listen)),
-            ),
-            ("admin.listen", admin),
-        ]);
 
         let federation = match federation {
             Some(f) => Some(f?),
@@ -380,7 +386,9 @@ impl Validator<'_> {
             upstream: upstream?,
             public: public?,
             federation,
-            admin: AdminListener { listen: admin? },
+            admin: AdminListener {
+                listen: admin_listen?,
+            },
             store: store?,
             log: log?,
             runtime: runtime?,
@@ -422,8 +430,8 @@ impl Validator<'_> {
         })
     }
 
-    fn public(&mut self, p: &PublicSection) -> Option<PublicListener> {
-        let listen = self.listen("public.listen", &p.listen);
+    /// `listen` is parsed by the caller (`None`: already reported).
+    fn public(&mut self, p: &PublicSection, listen: Option<SocketAddr>) -> Option<PublicListener> {
         let tls = match (&p.tls, p.plain_http) {
             (Some(tls), false) => self.tls("public.tls", tls).map(Some),
             (None, true) => Some(None),
@@ -457,8 +465,12 @@ impl Validator<'_> {
         })
     }
 
-    fn federation(&mut self, f: &FederationSection) -> Option<FederationListener> {
-        let listen = self.listen("federation.listen", &f.listen);
+    /// `listen` is parsed by the caller (`None`: already reported).
+    fn federation(
+        &mut self,
+        f: &FederationSection,
+        listen: Option<SocketAddr>,
+    ) -> Option<FederationListener> {
         let tls = match &f.tls {
             Some(tls) => self.tls("federation.tls", tls),
             None => {

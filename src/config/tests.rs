@@ -226,7 +226,7 @@ fn unknown_key_at_top_level() {
     assert_eq!(line_col(&e), Some((1, 1)));
     assert!(
         matches!(&*e.kind, ErrorKind::UnknownKey { table, expected, .. }
-        if table == "the top level" && expected.contains("`server`"))
+        if table == "the top-level table" && expected.contains("`server`"))
     );
 }
 
@@ -602,6 +602,11 @@ fn duplicate_listen_addresses() {
     assert_eq!(line_col(&e), Some((8, 10)));
     assert!(matches!(&*e.kind, ErrorKind::AddressConflict { other, .. }
         if other == "public.listen (0.0.0.0:443)"));
+
+    // Reported even when the listener's table has other problems.
+    let e = fx.error("[server]\nfqdn = \"a.example.org\"\n[admin]\nlisten = \"0.0.0.0:443\"\n");
+    let keys: Vec<_> = e.all().map(|e| e.key.clone().unwrap_or_default()).collect();
+    assert_eq!(keys, ["admin.listen", "public.tls"]);
 
     // A specific address under a wildcard on the same port conflicts too.
     let text = format!("{WITH_FEDERATION}[admin]\nlisten = \"127.0.0.1:8443\"\n");
