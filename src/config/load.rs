@@ -9,16 +9,18 @@
 //! [`Env`], so tests can supply their own.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::error::{ConfigError, ErrorKind};
 use super::file::{
     format_duration, ConfigFile, DurationValue, FederationSection, LimitsSection, LogFormatName,
     PublicSection, StoreSection, TlsSection, TrustSection, UpstreamSection,
 };
 use super::position::{parent, Position, Positions};
-use super::secret::{self, SecretError};
+use super::secret;
+use super::value::{overlaps, parse_fqdn, parse_pin, parse_upstream_url};
 use super::{
     AdminListener, Config, FederationListener, Limits, Log, LogFormat, PeerTrust, PublicListener,
     Runtime, Server, Store, TlsFiles, Upstream,
@@ -40,124 +42,6 @@ const MAX_HEADERS: usize = 10_000;
 const MAX_POOL_IDLE: usize = 10_000;
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
-
-/// What is wrong, in words an operator can act on.
-#[derive(Debug, thiserror::Error)]
-pub enum ErrorKind {
-    /// The configuration file itself could not be read.
-    #[error("cannot read the configuration file: {0}")]
-    Read(#[source] std::io::Error),
-    /// Not valid TOML.
-    #[error("TOML syntax error: {0}")]
-    Syntax(String),
-    /// A key no table of mdgate's knows (often a typo).
-    #[error("unknown key `{key}` in {table} ({expected})")]
-    UnknownKey {
-        key: String,
-        /// `[public.limits]`, or `the top-level table`.
-        table: String,
-        /// serde's list of the keys that table accepts.
-        expected: String,
-    },
-    /// A required key or table is absent.
-    #[error("{0}")]
-    Missing(String),
-    /// A value of the wrong type or out of range, or malformed.
-    #[error("{0}")]
-    Invalid(String),
-    /// A file named by the configuration is missing, unreadable, or (for
-    /// keys) too widely readable.
-    #[error("{0}")]
-    File(SecretError),
-    /// Two listeners would bind the same address.
-    #[error("{address} overlaps {other}; every listener needs its own address")]
-    AddressConflict { address: SocketAddr, other: String },
-    /// A setting reserved for a later version.
-    #[error("{0}")]
-    Unsupported(String),
-}
-
-/// A configuration error: the file, the dotted key, the position and what
-/// to do. `Display` gives one line in the manner of `nginx -t`:
-///
-/// ```text
-/// mdgate: /etc/mdgate/mdgate.toml:12:11: public.tls.key_file: /etc/mdgate/key.pem is readable by group or others (mode 0644); run chmod 600 on it
-/// ```
-///
-/// Validation collects every problem; the earliest in the file is this
-/// error and the others are in [`ConfigError::also`]. [`ConfigError::report`]
-/// prints them all.
-#[derive(Debug)]
-pub struct ConfigError {
-    /// The configuration file (absolute).
-    pub file: PathBuf,
-    /// The dotted key, as in `public.tls.key_file`, when one is concerned.
-    pub key: Option<String>,
-    /// Where the key's value is (else its table, else unknown).
-    pub position: Option<Position>,
-    /// What is wrong (boxed to keep `Result<_, ConfigError>` small).
-    pub kind: Box<ErrorKind>,
-    /// Further errors found in the same pass, in file order.
-    pub also: Vec<ConfigError>,
-}
-
-impl ConfigError {
-    fn new(file: &Path, key: Option<String>, position: Option<Position>, kind: ErrorKind) -> Self {
-        ConfigError {
-            file: file.to_path_buf(),
-            key,
-            position,
-            kind: Box::new(kind),
-            also: Vec::new(),
-        }
-    }
-
-    /// This error followed by the others found in the same pass.
-    pub fn all(&self) -> impl Iterator<Item = &ConfigError> {
-        std::iter::once(self).chain(self.also.iter())
-    }
-
-    /// Every error, one per line, then the `test failed` line, for
-    /// `check-config` and for startup failures.
-    pub fn report(&self) -> String {
-        let mut out = String::new();
-        for error in self.all() {
-            error.write_line(&mut out);
-            out.push('\n');
-        }
-        out.push_str(&format!(
-            "mdgate: configuration file {} test failed",
-            self.file.display()
-        ));
-        out
-    }
-
-    fn write_line(&self, out: &mut String) {
-        out.push_str(&format!("mdgate: {}:", self.file.display()));
-        if let Some(position) = self.position {
-            out.push_str(&format!("{position}:"));
-        }
-        if let Some(key) = &self.key {
-            out.push_str(&format!(" {key}:"));
-        }
-        out.push_str(&format!(" {}", self.kind));
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut line = String::new();
-        self.write_line(&mut line);
-        f.write_str(&line)?;
-        match self.also.len() {
-            0 => Ok(()),
-            1 => f.write_str(" (and 1 more error)"),
-            n => write!(f, " (and {n} more errors)"),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// The parts of the process environment that configuration depends on.
 #[derive(Debug, Clone, Default)]
@@ -768,137 +652,6 @@ impl Validator<'_> {
             kind,
         ));
     }
-}
-
-/// Checks and normalises a server name: lower case, no trailing dot, at
-/// least two LDH labels, not an IP address, no wildcard.
-pub fn parse_fqdn(text: &str) -> Result<String, String> {
-    let lower = text.to_ascii_lowercase();
-    let name = lower.strip_suffix('.').unwrap_or(&lower);
-    if name.is_empty() {
-        return Err("empty; set this server's DNS name, as in \"records.example.org\"".to_owned());
-    }
-    if name.parse::<IpAddr>().is_ok() || name.starts_with('[') {
-        return Err(format!(
-            "{text:?} is an IP address; use the DNS name peers will look up"
-        ));
-    }
-    if name.contains('*') {
-        return Err(format!(
-            "{text:?} is a wildcard; use this server's own name"
-        ));
-    }
-    if name.len() > 253 {
-        return Err(format!("longer than 253 characters ({})", name.len()));
-    }
-    let labels: Vec<&str> = name.split('.').collect();
-    if labels.len() < 2 {
-        return Err(format!(
-            "{text:?} needs at least two labels, as in \"records.example.org\""
-        ));
-    }
-    for label in &labels {
-        if label.is_empty() {
-            return Err(format!("{text:?} has an empty label"));
-        }
-        if label.len() > 63 {
-            return Err(format!("label {label:?} is longer than 63 characters"));
-        }
-        if !label
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        {
-            return Err(format!(
-                "label {label:?} may only hold letters, digits and '-' \
-                 (write internationalised names in their xn-- form)"
-            ));
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err(format!("label {label:?} starts or ends with '-'"));
-        }
-    }
-    if labels
-        .last()
-        .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()))
-    {
-        return Err(format!(
-            "{text:?} ends in a numeric label; use a DNS name, not an address"
-        ));
-    }
-    Ok(name.to_owned())
-}
-
-/// `http://host:port` → the authority; port 80 when absent.
-pub fn parse_upstream_url(text: &str) -> Result<http::uri::Authority, String> {
-    const FORM: &str = "expected http://host:port, as in \"http://127.0.0.1:7000\"";
-    let uri: http::Uri = text
-        .parse()
-        .map_err(|_| format!("not a valid URL; {FORM}"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(
-                "https is not supported: mdgate speaks plain HTTP to an upstream on loopback \
-                 or a private network; use http://"
-                    .to_owned(),
-            )
-        }
-        Some(other) => return Err(format!("scheme {other:?} is not supported; {FORM}")),
-        None => return Err(format!("missing http://; {FORM}")),
-    }
-    let Some(authority) = uri.authority() else {
-        return Err(format!("missing host; {FORM}"));
-    };
-    // Deliberately not echoed: user info would be a password.
-    if authority.as_str().contains('@') {
-        return Err("must not contain a user name or password".to_owned());
-    }
-    if authority.host().is_empty() {
-        return Err(format!("missing host; {FORM}"));
-    }
-    let path = uri.path();
-    if uri.query().is_some() || !(path.is_empty() || path == "/") {
-        return Err(
-            "must not have a path or query: request paths are forwarded unchanged".to_owned(),
-        );
-    }
-    if authority.port_u16().is_some() {
-        return Ok(authority.clone());
-    }
-    format!("{}:80", authority.as_str())
-        .parse()
-        .map_err(|_| format!("not a valid host; {FORM}"))
-}
-
-/// A SHA-256 SPKI pin: 64 hex digits (colons allowed, as openssl prints
-/// them) or base64 (with or without padding).
-pub fn parse_pin(text: &str) -> Result<[u8; 32], String> {
-    use base64::Engine as _;
-    const FORM: &str =
-        "expected a SHA-256 of a SubjectPublicKeyInfo as 64 hex digits or 44 base64 characters";
-    let text = text.trim();
-    let compact: String = text.chars().filter(|c| *c != ':').collect();
-    let bytes = if compact.len() == 64 && compact.chars().all(|c| c.is_ascii_hexdigit()) {
-        hex::decode(&compact).map_err(|_| FORM.to_owned())?
-    } else {
-        base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(text))
-            .map_err(|_| FORM.to_owned())?
-    };
-    <[u8; 32]>::try_from(bytes.as_slice())
-        .map_err(|_| format!("decodes to {} bytes, not 32; {FORM}", bytes.len()))
-}
-
-/// Whether two listen addresses could not both be bound. `[::]` is taken
-/// to be dual-stack (the Linux default), so it covers IPv4 too.
-fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
-    if a.port() != b.port() || a.port() == 0 {
-        return false;
-    }
-    let covers =
-        |wild: IpAddr, other: IpAddr| wild.is_unspecified() && (wild.is_ipv6() || other.is_ipv4());
-    a.ip() == b.ip() || covers(a.ip(), b.ip()) || covers(b.ip(), a.ip())
 }
 
 /// An absolute form of `path` without touching the file system; unchanged
