@@ -5,17 +5,48 @@
 //! Everything downstream takes the runtime types only, so no other module
 //! ever sees an unvalidated value. Errors carry the dotted key, the line and
 //! the column, like `nginx -t`.
+//!
+//! The parts:
+//!
+//! * `file`: the TOML structs and their defaults (also in
+//!   `config.example.toml`), and the duration syntax;
+//! * `load`: [`load`], [`load_str`] and [`check`]; validation and
+//!   conversion, collecting every problem;
+//! * `error`: [`ConfigError`] and [`ErrorKind`];
+//! * `position`: dotted key ↔ line and column in the text;
+//! * `value`: parsers for server names, the upstream URL and SPKI pins;
+//! * `secret`: private-key files (owner-only) and systemd credentials.
+//!
+//! Environment: `$STATE_DIRECTORY` (systemd `StateDirectory=`) is the
+//! default directory of the SQLite file when `[store] path` is not set;
+//! `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`) is where
+//! `credential:NAME` values point. Relative paths in the file are resolved
+//! against the file's own directory. No secret comes from the command line
+//! or the file itself: only paths to secrets do.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod error;
 mod file;
 mod load;
+mod position;
 mod secret;
+mod value;
 
-pub use load::{check, load, load_str, ConfigError};
-pub use secret::{read_secret_file, SecretError};
+#[cfg(test)]
+mod tests;
+
+pub use error::{ConfigError, ErrorKind};
+pub use file::{format_duration, parse_duration};
+pub use load::{check, load, load_str, summary, DEFAULT_STATE_DIRECTORY, DEFAULT_STORE_FILE};
+pub use position::Position;
+pub use secret::{
+    check_readable_file, check_secret_file, credentials_directory, read_secret_file,
+    resolve_credential, SecretError, CREDENTIAL_PREFIX,
+};
+pub use value::{parse_fqdn, parse_pin, parse_upstream_url};
 
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
@@ -139,6 +170,23 @@ pub struct Runtime {
     pub workers: usize,
     /// How long in-flight requests get to finish after SIGTERM.
     pub drain_timeout: Duration,
+}
+
+impl Config {
+    /// Settings that are allowed but deserve a line in the log at startup
+    /// (the configuration is loaded before logging is set up, so the
+    /// caller logs these).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.public.tls.is_none() {
+            warnings.push(format!(
+                "public listener {} serves plain HTTP (plain_http = true); \
+                 it must sit behind a TLS-terminating proxy",
+                self.public.listen
+            ));
+        }
+        warnings
+    }
 }
 
 impl Limits {

@@ -84,7 +84,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("mdgate: {e}");
+                eprint!("{}", e.report());
                 ExitCode::from(EXIT_BAD_CONFIG)
             }
         },
@@ -92,7 +92,7 @@ fn main() -> ExitCode {
             let mut cfg = match config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("mdgate: {e}");
+                    eprint!("{}", e.report());
                     return ExitCode::from(EXIT_BAD_CONFIG);
                 }
             };
@@ -103,13 +103,16 @@ fn main() -> ExitCode {
                 };
             }
             mdgate::logging::init(&cfg.log);
+            for warning in cfg.warnings() {
+                tracing::warn!("{warning}");
+            }
             run_async(async move { mdgate::serve::run(cfg).await.map_err(|e| e.to_string()) })
         }
         Command::Migrate { config } => {
             let cfg = match config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("mdgate: {e}");
+                    eprint!("{}", e.report());
                     return ExitCode::from(EXIT_BAD_CONFIG);
                 }
             };

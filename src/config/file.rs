@@ -1,1 +1,348 @@
-//! The file structs, exactly as the TOML is written (owned by the config work).
+//! The file structs: the TOML exactly as an operator writes it.
+//!
+//! Every table has `deny_unknown_fields`, so a misspelt key is an error
+//! rather than a silently ignored setting. Defaults live here, one function
+//! or `Default` impl per table, and `config.example.toml` repeats them.
+//! Values that need context to check (paths, addresses, the FQDN) stay
+//! plain strings here; `load` turns them into the runtime types in
+//! [`super`]. Durations are parsed during deserialization, so a bad one is
+//! reported at its position like any other type error.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub upstream: UpstreamSection,
+    #[serde(default)]
+    pub public: PublicSection,
+    /// Absent: no federation listener.
+    pub federation: Option<FederationSection>,
+    #[serde(default)]
+    pub admin: AdminSection,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
+    pub runtime: RuntimeSection,
+}
+
+/// `[server]`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSection {
+    /// Required; optional here only so that its absence gets a clear message.
+    pub fqdn: Option<String>,
+}
+
+/// `[upstream]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamSection {
+    /// Default `http://127.0.0.1:7000`.
+    pub url: String,
+    /// Default 2s.
+    pub connect_timeout: DurationValue,
+    /// Default 30s.
+    pub response_timeout: DurationValue,
+    /// Default 90s.
+    pub pool_idle_timeout: DurationValue,
+    /// Default 32.
+    pub pool_max_idle: usize,
+}
+
+impl Default for UpstreamSection {
+    fn default() -> Self {
+        UpstreamSection {
+            url: "http://127.0.0.1:7000".to_owned(),
+            connect_timeout: DurationValue::secs(2),
+            response_timeout: DurationValue::secs(30),
+            pool_idle_timeout: DurationValue::secs(90),
+            pool_max_idle: 32,
+        }
+    }
+}
+
+/// `[public]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PublicSection {
+    /// Default `0.0.0.0:443`.
+    pub listen: String,
+    /// Default false. True serves plain HTTP (behind a TLS-terminating proxy).
+    pub plain_http: bool,
+    /// Required unless `plain_http = true`.
+    pub tls: Option<TlsSection>,
+    pub limits: LimitsSection,
+}
+
+impl Default for PublicSection {
+    fn default() -> Self {
+        PublicSection {
+            listen: "0.0.0.0:443".to_owned(),
+            plain_http: false,
+            tls: None,
+            limits: LimitsSection::default(),
+        }
+    }
+}
+
+/// `[public.tls]` and `[federation.tls]`: both keys required.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain, leaf first. A path or `credential:NAME`.
+    pub cert_file: PathBuf,
+    /// PEM private key, mode 0600 or stricter. A path or `credential:NAME`.
+    pub key_file: PathBuf,
+}
+
+/// `[public.limits]` and `[federation.limits]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Default 16384.
+    pub max_header_bytes: usize,
+    /// Default 100.
+    pub max_headers: usize,
+    /// Default 10485760 (10 MiB).
+    pub max_body_bytes: u64,
+    /// Default 10s.
+    pub header_read_timeout: DurationValue,
+    /// Default 60s.
+    pub idle_timeout: DurationValue,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let limits = super::Limits::defaults();
+        LimitsSection {
+            max_header_bytes: limits.max_header_bytes,
+            max_headers: limits.max_headers,
+            max_body_bytes: limits.max_body_bytes,
+            header_read_timeout: DurationValue(limits.header_read_timeout),
+            idle_timeout: DurationValue(limits.idle_timeout),
+        }
+    }
+}
+
+/// `[federation]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FederationSection {
+    /// Default `0.0.0.0:8443`.
+    pub listen: String,
+    /// Required.
+    pub tls: Option<TlsSection>,
+    /// Required, with at least one trust source.
+    pub trust: Option<TrustSection>,
+    pub limits: LimitsSection,
+}
+
+impl Default for FederationSection {
+    fn default() -> Self {
+        FederationSection {
+            listen: "0.0.0.0:8443".to_owned(),
+            tls: None,
+            trust: None,
+            limits: LimitsSection::default(),
+        }
+    }
+}
+
+/// `[federation.trust]`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrustSection {
+    /// PEM bundle of CAs for peer certificates. Default none.
+    pub ca_file: Option<PathBuf>,
+    /// SHA-256 of accepted peer SubjectPublicKeyInfo, hex or base64.
+    /// Default empty.
+    pub pinned_spki_sha256: Vec<String>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSection {
+    /// Default `127.0.0.1:9090`.
+    pub listen: String,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            listen: "127.0.0.1:9090".to_owned(),
+        }
+    }
+}
+
+/// `[store]`. Either `path` (SQLite) or `url`; `url` is reserved for
+/// PostgreSQL, whose password will come from `password_file`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// SQLite database file. Default `$STATE_DIRECTORY/mdgate.db`, or
+    /// `/var/lib/mdgate/mdgate.db` when systemd sets no state directory.
+    pub path: Option<PathBuf>,
+    /// `postgres://user@host/db`; refused by this version.
+    pub url: Option<String>,
+    /// The PostgreSQL password, in a file (or `credential:NAME`).
+    pub password_file: Option<PathBuf>,
+}
+
+/// `[log]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// Default `text`.
+    pub format: LogFormatName,
+    /// Default `info`.
+    pub filter: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            format: LogFormatName::Text,
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+/// `log.format` as written.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormatName {
+    Text,
+    Json,
+}
+
+/// `[runtime]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeSection {
+    /// Default 0 (one per core).
+    pub workers: usize,
+    /// Default 30s.
+    pub drain_timeout: DurationValue,
+}
+
+impl Default for RuntimeSection {
+    fn default() -> Self {
+        RuntimeSection {
+            workers: 0,
+            drain_timeout: DurationValue::secs(30),
+        }
+    }
+}
+
+/// A duration written as a string with units: `"500ms"`, `"10s"`, `"2m"`,
+/// `"1h"`, or a sum such as `"1m30s"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationValue(pub Duration);
+
+impl DurationValue {
+    const fn secs(secs: u64) -> Self {
+        DurationValue(Duration::from_secs(secs))
+    }
+}
+
+/// Parses `"1m30s"`-style durations: one or more `<digits><unit>` groups,
+/// units `ms`, `s`, `m`, `h`. The error says what is accepted.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    const HINT: &str =
+        "write a number with a unit: ms, s, m or h, as in \"500ms\", \"30s\" or \"1m30s\"";
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(format!("empty duration; {HINT}"));
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let (number, tail) = rest.split_at(digits);
+        let unit_len = tail.len()
+            - tail
+                .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                .len();
+        let (unit, tail) = tail.split_at(unit_len);
+        let Ok(number) = number.parse::<u64>() else {
+            return Err(format!("invalid duration {text:?}; {HINT}"));
+        };
+        let part = match unit {
+            "ms" => Some(Duration::from_millis(number)),
+            "s" => Some(Duration::from_secs(number)),
+            "m" => number.checked_mul(60).map(Duration::from_secs),
+            "h" => number.checked_mul(3600).map(Duration::from_secs),
+            "" if tail.is_empty() => return Err(format!("duration {text:?} has no unit; {HINT}")),
+            "" => return Err(format!("invalid duration {text:?}; {HINT}")),
+            _ => return Err(format!("unknown unit {unit:?} in {text:?}; {HINT}")),
+        };
+        total = part
+            .and_then(|p| total.checked_add(p))
+            .ok_or_else(|| format!("duration {text:?} is too large"))?;
+        rest = tail;
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way [`parse_duration`] reads it (`"90s"`, `"2m"`).
+pub fn format_duration(d: Duration) -> String {
+    let millis = d.as_millis();
+    if millis % 1000 != 0 {
+        format!("{millis}ms")
+    } else if d.as_secs() % 3600 == 0 && d.as_secs() > 0 {
+        format!("{}h", d.as_secs() / 3600)
+    } else if d.as_secs() % 60 == 0 && d.as_secs() > 0 {
+        format!("{}m", d.as_secs() / 60)
+    } else {
+        format!("{}s", d.as_secs())
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(DurationVisitor)
+    }
+}
+
+struct DurationVisitor;
+
+impl serde::de::Visitor<'_> for DurationVisitor {
+    type Value = DurationValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a duration string such as \"30s\" or \"500ms\"")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        parse_duration(v).map(DurationValue).map_err(E::custom)
+    }
+
+    // A bare number is the commonest mistake: say which unit to add.
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Err(E::custom(format!(
+            "a duration needs a unit and quotes: write \"{v}s\" for {v} seconds"
+        )))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Err(E::custom(format!(
+            "a duration needs a unit and quotes: write \"{v}s\" for {v} seconds"
+        )))
+    }
+}
+
+impl Serialize for DurationValue {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format_duration(self.0))
+    }
+}

@@ -1,28 +1,665 @@
-//! Parsing and validation into runtime types (stub until the config work lands).
-use super::Config;
-use std::path::Path;
+//! Loading: read the file, parse it into the [`file`](super::file) structs, then validate
+//! and convert it once into the runtime [`Config`].
+//!
+//! Parsing stops at the first TOML or type error (serde cannot go on), and
+//! that error is placed with the span toml gives. Validation then checks
+//! every value and collects *all* problems, each placed at the value of its
+//! dotted key through the [`Positions`] index, so one `check-config` run
+//! shows everything to fix. The process environment is read once, into
+//! [`Env`], so tests can supply their own.
 
-/// A configuration error with the key and position it concerns.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::error::{ConfigError, ErrorKind};
+use super::file::{
+    format_duration, ConfigFile, DurationValue, FederationSection, LimitsSection, LogFormatName,
+    PublicSection, StoreSection, TlsSection, TrustSection, UpstreamSection,
+};
+use super::position::{parent, Position, Positions};
+use super::secret;
+use super::value::{overlaps, parse_fqdn, parse_pin, parse_upstream_url};
+use super::{
+    AdminListener, Config, FederationListener, Limits, Log, LogFormat, PeerTrust, PublicListener,
+    Runtime, Server, Store, TlsFiles, Upstream,
+};
+
+/// Where the SQLite file goes when neither `store.path` nor
+/// `$STATE_DIRECTORY` says otherwise.
+pub const DEFAULT_STATE_DIRECTORY: &str = "/var/lib/mdgate";
+/// The SQLite file name inside the state directory.
+pub const DEFAULT_STORE_FILE: &str = "mdgate.db";
+
+/// Most proxy worker threads accepted.
+const MAX_WORKERS: usize = 1024;
+/// The smallest request-head limit: hyper's HTTP/1 read buffer cannot be
+/// smaller than 8 KiB, and real browsers send heads of several KiB.
+const MIN_HEADER_BYTES: usize = 8 * 1024;
+const MAX_HEADER_BYTES: usize = 1024 * 1024;
+const MAX_HEADERS: usize = 10_000;
+const MAX_POOL_IDLE: usize = 10_000;
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// The parts of the process environment that configuration depends on.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Env {
+    /// `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`).
+    pub credentials_directory: Option<PathBuf>,
+    /// The first entry of `$STATE_DIRECTORY` (systemd `StateDirectory=`).
+    pub state_directory: Option<PathBuf>,
+}
+
+impl Env {
+    pub(super) fn from_process() -> Env {
+        let state_directory = std::env::var_os("STATE_DIRECTORY")
+            .and_then(|dirs| std::env::split_paths(&dirs).next())
+            .filter(|dir| dir.is_absolute());
+        Env {
+            credentials_directory: secret::credentials_directory(),
+            state_directory,
+        }
+    }
+}
 
 /// Reads and validates a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-    load_str(&text, path)
+    load_file_with_env(path, &Env::from_process())
 }
 
-/// Validates configuration text; `origin` names it in messages.
-pub fn load_str(_text: &str, origin: &Path) -> Result<Config, ConfigError> {
-    Err(ConfigError(format!(
-        "{}: configuration loading is not built yet",
-        origin.display()
-    )))
+/// Validates configuration text. `origin` names it in messages, and
+/// relative paths in it are resolved against `origin`'s directory.
+pub fn load_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+    load_text_with_env(text, origin, &Env::from_process())
 }
 
-/// `check-config` (placeholder).
+/// The body of `mdgate check-config -c FILE`: the whole configuration is
+/// loaded and checked, including that the files it names can be used.
+/// `Ok` is the one-line summary to print.
 pub fn check(path: &Path) -> Result<String, ConfigError> {
-    load(path).map(|c| format!("{} ok", c.source.display()))
+    load(path).map(|config| summary(&config))
+}
+
+pub(super) fn load_file_with_env(path: &Path, env: &Env) -> Result<Config, ConfigError> {
+    let origin = absolute(path);
+    let text = std::fs::read_to_string(&origin)
+        .map_err(|e| ConfigError::new(&origin, None, None, ErrorKind::Read(e)))?;
+    load_text_with_env(&text, &origin, env)
+}
+
+pub(super) fn load_text_with_env(
+    text: &str,
+    origin: &Path,
+    env: &Env,
+) -> Result<Config, ConfigError> {
+    let origin = absolute(origin);
+    let (file, positions) = parse(text, &origin)?;
+    let mut validator = Validator {
+        text,
+        base: origin.parent().unwrap_or(Path::new("/")).to_path_buf(),
+        origin: &origin,
+        env,
+        positions: &positions,
+        errors: Vec::new(),
+    };
+    let config = validator.config(&file);
+    let mut errors = validator.errors;
+    // Report in file order; errors with no position go last.
+    errors.sort_by_key(|e| (e.position.is_none(), e.position));
+    let mut errors = errors.into_iter();
+    match (config, errors.next()) {
+        (Some(config), None) => Ok(config),
+        (_, Some(mut first)) => {
+            first.also = errors.collect();
+            Err(first)
+        }
+        // Every `None` from the validator comes with a recorded error.
+        (None, None) => Err(ConfigError::new(
+            &origin,
+            None,
+            None,
+            ErrorKind::Invalid("invalid configuration".to_owned()),
+        )),
+    }
+}
+
+/// The `check-config` summary line.
+pub fn summary(config: &Config) -> String {
+    let public = match &config.public.tls {
+        Some(_) => format!("public {} (tls)", config.public.listen),
+        None => format!(
+            "public {} (plain http; a TLS-terminating proxy must be in front)",
+            config.public.listen
+        ),
+    };
+    let federation = match &config.federation {
+        Some(f) => {
+            let mut trust = Vec::new();
+            if f.trust.ca_file.is_some() {
+                trust.push("ca".to_owned());
+            }
+            match f.trust.pinned_spki_sha256.len() {
+                0 => {}
+                1 => trust.push("1 pin".to_owned()),
+                n => trust.push(format!("{n} pins")),
+            }
+            format!("federation {} (mtls, {})", f.listen, trust.join(", "))
+        }
+        None => "federation off".to_owned(),
+    };
+    let store = match &config.store {
+        Store::Sqlite { path } => format!("store sqlite {}", path.display()),
+    };
+    format!(
+        "configuration file {} test is successful: fqdn {}, {public}, {federation}, admin {}, {store}",
+        config.source.display(),
+        config.server.fqdn,
+        config.admin.listen,
+    )
+}
+
+/// Parses the text into the file structs and the key index.
+fn parse(text: &str, origin: &Path) -> Result<(ConfigFile, Positions), ConfigError> {
+    let positions = Positions::parse(text).map_err(|e| {
+        let position = e.span().map(|span| Position::at(text, span.start));
+        ConfigError::new(
+            origin,
+            None,
+            position,
+            ErrorKind::Syntax(one_line(e.message())),
+        )
+    })?;
+    let file = toml::from_str(text).map_err(|e| data_error(&e, text, origin, &positions))?;
+    Ok((file, positions))
+}
+
+/// Turns a serde error (unknown key, missing key, wrong type, bad value)
+/// into a [`ConfigError`] naming the dotted key.
+fn data_error(
+    error: &toml::de::Error,
+    text: &str,
+    origin: &Path,
+    positions: &Positions,
+) -> ConfigError {
+    let span = error.span();
+    let position = span.as_ref().map(|s| Position::at(text, s.start));
+    let at = span.as_ref().and_then(|s| positions.key_at(s));
+    let message = one_line(error.message());
+
+    // serde's wording is stable: "unknown field `x`, expected ..." and
+    // "missing field `x`".
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (name, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let key = at.map_or_else(|| name.to_owned(), str::to_owned);
+        let table =
+            parent(&key).map_or_else(|| "the top-level table".to_owned(), |t| format!("[{t}]"));
+        let kind = ErrorKind::UnknownKey {
+            key: name.to_owned(),
+            table,
+            expected: expected.trim_start_matches(", ").to_owned(),
+        };
+        return ConfigError::new(origin, Some(key), position, kind);
+    }
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let name = rest.trim_end_matches('`');
+        let key = match at {
+            Some(table) => format!("{table}.{name}"),
+            None => name.to_owned(),
+        };
+        let kind = ErrorKind::Missing("required key is missing".to_owned());
+        return ConfigError::new(origin, Some(key), position, kind);
+    }
+    ConfigError::new(
+        origin,
+        at.map(str::to_owned),
+        position,
+        ErrorKind::Invalid(message),
+    )
+}
+
+/// Converts the file structs into runtime types, recording every problem.
+///
+/// Each method returns `None` exactly when it has recorded an error, so the
+/// final assembly can use `?` and still report everything.
+struct Validator<'a> {
+    text: &'a str,
+    origin: &'a Path,
+    /// The configuration file's directory, for relative paths.
+    base: PathBuf,
+    env: &'a Env,
+    positions: &'a Positions,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn config(&mut self, file: &ConfigFile) -> Option<Config> {
+        // Listen addresses first, so that conflicts are reported even when
+        // something else in a listener's table is wrong.
+        let public_listen = self.listen("public.listen", &file.public.listen);
+        let federation_listen = file
+            .federation
+            .as_ref()
+            .and_then(|f| self.listen("federation.listen", &f.listen));
+        let admin_listen = self.listen("admin.listen", &file.admin.listen);
+        self.distinct_listeners(&[
+            ("public.listen", public_listen),
+            ("federation.listen", federation_listen),
+            ("admin.listen", admin_listen),
+        ]);
+
+        let server = self.server(file.server.fqdn.as_deref());
+        let upstream = self.upstream(&file.upstream);
+        let public = self.public(&file.public, public_listen);
+        let federation = file
+            .federation
+            .as_ref()
+            .map(|f| self.federation(f, federation_listen));
+        let store = self.store(&file.store);
+        let log = self.log(file.log.format, &file.log.filter);
+        let runtime = self.runtime(file.runtime.workers, file.runtime.drain_timeout);
+
+        let federation = match federation {
+            Some(f) => Some(f?),
+            None => None,
+        };
+        Some(Config {
+            source: self.origin.to_path_buf(),
+            server: server?,
+            upstream: upstream?,
+            public: public?,
+            federation,
+            admin: AdminListener {
+                listen: admin_listen?,
+            },
+            store: store?,
+            log: log?,
+            runtime: runtime?,
+        })
+    }
+
+    fn server(&mut self, fqdn: Option<&str>) -> Option<Server> {
+        let Some(fqdn) = fqdn else {
+            self.error(
+                "server.fqdn",
+                ErrorKind::Missing(
+                    "required: set it to this server's DNS name, as in fqdn = \"records.example.org\""
+                        .to_owned(),
+                ),
+            );
+            return None;
+        };
+        let fqdn = self.ok("server.fqdn", parse_fqdn(fqdn).map_err(ErrorKind::Invalid))?;
+        Some(Server { fqdn })
+    }
+
+    fn upstream(&mut self, u: &UpstreamSection) -> Option<Upstream> {
+        let authority = self.ok(
+            "upstream.url",
+            parse_upstream_url(&u.url).map_err(ErrorKind::Invalid),
+        );
+        let connect_timeout = self.timeout("upstream.connect_timeout", u.connect_timeout, MINUTE);
+        let response_timeout = self.timeout("upstream.response_timeout", u.response_timeout, HOUR);
+        let pool_idle_timeout =
+            self.timeout("upstream.pool_idle_timeout", u.pool_idle_timeout, HOUR);
+        // 0 is allowed: no pooling.
+        let pool_max_idle = self.range("upstream.pool_max_idle", u.pool_max_idle, 0, MAX_POOL_IDLE);
+        Some(Upstream {
+            authority: authority?,
+            connect_timeout: connect_timeout?,
+            response_timeout: response_timeout?,
+            pool_idle_timeout: pool_idle_timeout?,
+            pool_max_idle: pool_max_idle?,
+        })
+    }
+
+    /// `listen` is parsed by the caller (`None`: already reported).
+    fn public(&mut self, p: &PublicSection, listen: Option<SocketAddr>) -> Option<PublicListener> {
+        let tls = match (&p.tls, p.plain_http) {
+            (Some(tls), false) => self.tls("public.tls", tls).map(Some),
+            (None, true) => Some(None),
+            (Some(_), true) => {
+                self.error(
+                    "public.plain_http",
+                    ErrorKind::Invalid(
+                        "plain_http = true and [public.tls] exclude each other; remove one"
+                            .to_owned(),
+                    ),
+                );
+                None
+            }
+            (None, false) => {
+                self.error(
+                    "public.tls",
+                    ErrorKind::Missing(
+                        "required: add [public.tls] with cert_file and key_file, or set \
+                         plain_http = true if a TLS-terminating proxy is in front"
+                            .to_owned(),
+                    ),
+                );
+                None
+            }
+        };
+        let limits = self.limits("public.limits", &p.limits);
+        Some(PublicListener {
+            listen: listen?,
+            tls: tls?,
+            limits: limits?,
+        })
+    }
+
+    /// `listen` is parsed by the caller (`None`: already reported).
+    fn federation(
+        &mut self,
+        f: &FederationSection,
+        listen: Option<SocketAddr>,
+    ) -> Option<FederationListener> {
+        let tls = match &f.tls {
+            Some(tls) => self.tls("federation.tls", tls),
+            None => {
+                self.error(
+                    "federation.tls",
+                    ErrorKind::Missing(
+                        "required: add [federation.tls] with the cert_file and key_file \
+                         this server presents to peers"
+                            .to_owned(),
+                    ),
+                );
+                None
+            }
+        };
+        let trust = self.trust(f.trust.as_ref());
+        let limits = self.limits("federation.limits", &f.limits);
+        Some(FederationListener {
+            listen: listen?,
+            tls: tls?,
+            trust: trust?,
+            limits: limits?,
+        })
+    }
+
+    fn trust(&mut self, trust: Option<&TrustSection>) -> Option<PeerTrust> {
+        let Some(trust) = trust.filter(|t| t.ca_file.is_some() || !t.pinned_spki_sha256.is_empty())
+        else {
+            self.error(
+                "federation.trust",
+                ErrorKind::Missing(
+                    "required: set ca_file or pinned_spki_sha256 in [federation.trust]; \
+                     without either no peer can be trusted"
+                        .to_owned(),
+                ),
+            );
+            return None;
+        };
+        let ca_file = trust
+            .ca_file
+            .as_ref()
+            .map(|path| self.readable_file("federation.trust.ca_file", path));
+        let pins: Vec<Option<[u8; 32]>> = trust
+            .pinned_spki_sha256
+            .iter()
+            .enumerate()
+            .map(|(i, pin)| {
+                let key = format!("federation.trust.pinned_spki_sha256[{i}]");
+                self.ok(&key, parse_pin(pin).map_err(ErrorKind::Invalid))
+            })
+            .collect();
+        let ca_file = match ca_file {
+            Some(path) => Some(path?),
+            None => None,
+        };
+        Some(PeerTrust {
+            ca_file,
+            pinned_spki_sha256: pins.into_iter().collect::<Option<_>>()?,
+        })
+    }
+
+    fn tls(&mut self, table: &str, tls: &TlsSection) -> Option<TlsFiles> {
+        let cert_file = self.readable_file(&format!("{table}.cert_file"), &tls.cert_file);
+        let key_file = self.secret_file(&format!("{table}.key_file"), &tls.key_file);
+        Some(TlsFiles {
+            cert_file: cert_file?,
+            key_file: key_file?,
+        })
+    }
+
+    fn limits(&mut self, table: &str, l: &LimitsSection) -> Option<Limits> {
+        let key = |name: &str| format!("{table}.{name}");
+        let max_header_bytes = self.range(
+            &key("max_header_bytes"),
+            l.max_header_bytes,
+            MIN_HEADER_BYTES,
+            MAX_HEADER_BYTES,
+        );
+        let max_headers = self.range(&key("max_headers"), l.max_headers, 1, MAX_HEADERS);
+        let max_body_bytes = self.range(&key("max_body_bytes"), l.max_body_bytes, 1, u64::MAX);
+        let header_read_timeout = self.timeout(
+            &key("header_read_timeout"),
+            l.header_read_timeout,
+            5 * MINUTE,
+        );
+        let idle_timeout = self.timeout(&key("idle_timeout"), l.idle_timeout, HOUR);
+        Some(Limits {
+            max_header_bytes: max_header_bytes?,
+            max_headers: max_headers?,
+            max_body_bytes: max_body_bytes?,
+            header_read_timeout: header_read_timeout?,
+            idle_timeout: idle_timeout?,
+        })
+    }
+
+    fn store(&mut self, s: &StoreSection) -> Option<Store> {
+        if let Some(url) = &s.url {
+            // The URL is never echoed: it may hold a password.
+            let scheme = url
+                .split_once("://")
+                .map(|(scheme, _)| scheme.to_ascii_lowercase());
+            let kind = match scheme.as_deref() {
+                Some("postgres" | "postgresql") => ErrorKind::Unsupported(
+                    "PostgreSQL is not supported by this version; remove url and use \
+                     path for an SQLite file"
+                        .to_owned(),
+                ),
+                _ => ErrorKind::Invalid(
+                    "not a supported store URL; use path = \"/var/lib/mdgate/mdgate.db\" for SQLite"
+                        .to_owned(),
+                ),
+            };
+            self.error("store.url", kind);
+            return None;
+        }
+        if s.password_file.is_some() {
+            self.error(
+                "store.password_file",
+                ErrorKind::Invalid(
+                    "only used with a PostgreSQL url, which this version does not support; \
+                     remove it"
+                        .to_owned(),
+                ),
+            );
+            return None;
+        }
+        let path = match &s.path {
+            Some(path) if path.as_os_str().is_empty() => {
+                self.error("store.path", ErrorKind::Invalid("empty path".to_owned()));
+                return None;
+            }
+            Some(path) => self.base.join(path),
+            None => self
+                .env
+                .state_directory
+                .as_deref()
+                .unwrap_or(Path::new(DEFAULT_STATE_DIRECTORY))
+                .join(DEFAULT_STORE_FILE),
+        };
+        if path.is_dir() {
+            self.error(
+                "store.path",
+                ErrorKind::Invalid(format!(
+                    "{} is a directory; name the database file, as in {}",
+                    path.display(),
+                    path.join(DEFAULT_STORE_FILE).display()
+                )),
+            );
+            return None;
+        }
+        Some(Store::Sqlite { path })
+    }
+
+    fn log(&mut self, format: LogFormatName, filter: &str) -> Option<Log> {
+        let format = match format {
+            LogFormatName::Text => LogFormat::Text,
+            LogFormatName::Json => LogFormat::Json,
+        };
+        let valid = if filter.trim().is_empty() {
+            Err("empty filter; use \"info\" or, for example, \"info,mdgate=debug\"".to_owned())
+        } else {
+            tracing_subscriber::EnvFilter::try_new(filter)
+                .map(drop)
+                .map_err(|e| {
+                    format!("not a valid log filter ({e}); use for example \"info,mdgate=debug\"")
+                })
+        };
+        self.ok("log.filter", valid.map_err(ErrorKind::Invalid))?;
+        Some(Log {
+            format,
+            filter: filter.to_owned(),
+        })
+    }
+
+    fn runtime(&mut self, workers: usize, drain_timeout: DurationValue) -> Option<Runtime> {
+        let workers = self.range("runtime.workers", workers, 0, MAX_WORKERS);
+        let drain_timeout = self.timeout("runtime.drain_timeout", drain_timeout, HOUR);
+        Some(Runtime {
+            workers: workers?,
+            drain_timeout: drain_timeout?,
+        })
+    }
+
+    /// Reports listeners that could not all bind at once. Port 0 (an
+    /// ephemeral port, used by tests) never conflicts.
+    fn distinct_listeners(&mut self, listeners: &[(&str, Option<SocketAddr>)]) {
+        for (i, (key, addr)) in listeners.iter().enumerate() {
+            let Some(addr) = addr else { continue };
+            let earlier = listeners[..i]
+                .iter()
+                .find_map(|(k, a)| a.filter(|a| overlaps(*a, *addr)).map(|a| (k, a)));
+            if let Some((other_key, other)) = earlier {
+                self.error(
+                    key,
+                    ErrorKind::AddressConflict {
+                        address: *addr,
+                        other: format!("{other_key} ({other})"),
+                    },
+                );
+            }
+        }
+    }
+
+    fn listen(&mut self, key: &str, text: &str) -> Option<SocketAddr> {
+        let parsed = text.parse::<SocketAddr>().map_err(|_| {
+            ErrorKind::Invalid(format!(
+                "{text:?} is not an IP address and port, as in \"0.0.0.0:443\" or \"[::]:443\""
+            ))
+        });
+        self.ok(key, parsed)
+    }
+
+    fn timeout(&mut self, key: &str, value: DurationValue, max: Duration) -> Option<Duration> {
+        let d = value.0;
+        let checked = if d.is_zero() {
+            Err(ErrorKind::Invalid("must be greater than zero".to_owned()))
+        } else if d > max {
+            Err(ErrorKind::Invalid(format!(
+                "{} is longer than the maximum of {}",
+                format_duration(d),
+                format_duration(max)
+            )))
+        } else {
+            Ok(d)
+        };
+        self.ok(key, checked)
+    }
+
+    fn range<T: PartialOrd + fmt::Display>(
+        &mut self,
+        key: &str,
+        value: T,
+        min: T,
+        max: T,
+    ) -> Option<T> {
+        let checked = if value < min {
+            Err(ErrorKind::Invalid(format!("must be at least {min}")))
+        } else if value > max {
+            Err(ErrorKind::Invalid(format!("must be at most {max}")))
+        } else {
+            Ok(value)
+        };
+        self.ok(key, checked)
+    }
+
+    /// A certificate or CA bundle: must exist and be readable.
+    fn readable_file(&mut self, key: &str, path: &Path) -> Option<PathBuf> {
+        let checked = self.resolve(path).and_then(|path| {
+            secret::check_readable_file(&path)
+                .map(|()| path)
+                .map_err(ErrorKind::File)
+        });
+        self.ok(key, checked)
+    }
+
+    /// A private key: as [`Self::readable_file`], and owner-only.
+    fn secret_file(&mut self, key: &str, path: &Path) -> Option<PathBuf> {
+        let checked = self.resolve(path).and_then(|path| {
+            secret::check_secret_file(&path)
+                .map(|()| path)
+                .map_err(ErrorKind::File)
+        });
+        self.ok(key, checked)
+    }
+
+    /// `credential:NAME` → the systemd credential; relative → against the
+    /// configuration file's directory.
+    fn resolve(&self, path: &Path) -> Result<PathBuf, ErrorKind> {
+        if path.as_os_str().is_empty() {
+            return Err(ErrorKind::Invalid("empty path".to_owned()));
+        }
+        let path = secret::resolve_credential(path, self.env.credentials_directory.as_deref())
+            .map_err(ErrorKind::File)?;
+        Ok(self.base.join(path))
+    }
+
+    fn ok<T>(&mut self, key: &str, result: Result<T, ErrorKind>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(kind) => {
+                self.error(key, kind);
+                None
+            }
+        }
+    }
+
+    fn error(&mut self, key: &str, kind: ErrorKind) {
+        let position = self
+            .positions
+            .span_of(key)
+            .map(|span| Position::at(self.text, span.start));
+        self.errors.push(ConfigError::new(
+            self.origin,
+            Some(key.to_owned()),
+            position,
+            kind,
+        ));
+    }
+}
+
+/// An absolute form of `path` without touching the file system; unchanged
+/// if the current directory is unknown.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+fn one_line(message: &str) -> String {
+    message.trim().replace('\n', ": ")
 }
