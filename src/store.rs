@@ -197,8 +197,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn access_request(&self, id: Uuid) -> StoreFuture<'_, Option<AccessRequest>>;
 
     /// The patient's pending requests, oldest first.
-    fn pending_requests_for_patient(&self, patient: Uuid)
-        -> StoreFuture<'_, Vec<AccessRequest>>;
+    fn pending_requests_for_patient(&self, patient: Uuid) -> StoreFuture<'_, Vec<AccessRequest>>;
 
     /// Counts a wrong code; at `max_attempts` the request becomes
     /// [`RequestState::Voided`]. Only for pending requests.

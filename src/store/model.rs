@@ -336,8 +336,14 @@ mod tests {
 
     #[test]
     fn enum_spellings_round_trip() {
-        for s in [RequestState::Pending, RequestState::Approved, RequestState::Denied,
-                  RequestState::Voided, RequestState::Expired, RequestState::Cancelled] {
+        for s in [
+            RequestState::Pending,
+            RequestState::Approved,
+            RequestState::Denied,
+            RequestState::Voided,
+            RequestState::Expired,
+            RequestState::Cancelled,
+        ] {
             assert_eq!(RequestState::parse(s.as_str()), Ok(s));
         }
         assert_eq!(KeyPurpose::parse("tls"), Ok(KeyPurpose::Tls));
@@ -365,7 +371,10 @@ mod tests {
         assert!(!g.is_live(99));
         assert!(g.is_live(100));
         assert!(!g.is_live(200));
-        let revoked = Grant { revoked_at: Some(150), ..g };
+        let revoked = Grant {
+            revoked_at: Some(150),
+            ..g
+        };
         assert!(!revoked.is_live(120));
     }
 }

@@ -122,6 +122,12 @@ impl SqliteStore {
         Ok(SqliteStore { pool })
     }
 
+    /// The pool, for tests that read per-connection pragmas.
+    #[cfg(test)]
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// A transaction holding SQLite's write lock from the start.
     async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
@@ -288,11 +294,10 @@ async fn read_applied(conn: &mut SqliteConnection) -> Result<Vec<Applied>, Store
     if exists.is_none() {
         return Ok(Vec::new());
     }
-    let rows = sqlx::query(
-        "SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows =
+        sqlx::query("SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&mut *conn)
+            .await?;
     rows.iter()
         .map(|r| {
             Ok(Applied {
@@ -599,7 +604,9 @@ async fn enqueue_in(
     .await?;
     let raw: String = row.try_get("raw_payload")?;
     let existing = outbox_from_row(&row)?;
-    if existing.destination != message.destination || existing.kind != message.kind || raw != payload
+    if existing.destination != message.destination
+        || existing.kind != message.kind
+        || raw != payload
     {
         return Err(StoreError::conflict(
             ConflictKind::IdempotencyKey,
@@ -626,13 +633,17 @@ async fn request_in(
     conn: &mut SqliteConnection,
     id: Uuid,
 ) -> Result<Option<AccessRequest>, StoreError> {
-    sqlx::query(concat!("SELECT ", request_cols!(), " FROM access_requests WHERE id = ?1"))
-        .bind(uuid_text(id))
-        .fetch_optional(&mut *conn)
-        .await?
-        .as_ref()
-        .map(request_from_row)
-        .transpose()
+    sqlx::query(concat!(
+        "SELECT ",
+        request_cols!(),
+        " FROM access_requests WHERE id = ?1"
+    ))
+    .bind(uuid_text(id))
+    .fetch_optional(&mut *conn)
+    .await?
+    .as_ref()
+    .map(request_from_row)
+    .transpose()
 }
 
 /// Why a pending-only update matched no row.
@@ -744,9 +755,12 @@ impl Store for SqliteStore {
             // One statement, hence one consistent snapshot, streamed so a
             // long log is never held in memory. Appends made meanwhile are
             // not seen.
-            let mut rows =
-                sqlx::query(concat!("SELECT ", audit_cols!(), " FROM audit_log ORDER BY seq"))
-                    .fetch(&mut *conn);
+            let mut rows = sqlx::query(concat!(
+                "SELECT ",
+                audit_cols!(),
+                " FROM audit_log ORDER BY seq"
+            ))
+            .fetch(&mut *conn);
             let mut verifier = ChainVerifier::new(recorded);
             while let Some(row) = rows.try_next().await? {
                 if let Err(broken) = verifier.push(&stored_from_row(&row)?) {
@@ -776,24 +790,32 @@ impl Store for SqliteStore {
 
     fn peer<'a>(&'a self, fqdn: &'a str) -> StoreFuture<'a, Option<Peer>> {
         Box::pin(async move {
-            sqlx::query(concat!("SELECT ", peer_cols!(), " FROM peers WHERE fqdn = ?1"))
-                .bind(fqdn)
-                .fetch_optional(&self.pool)
-                .await?
-                .as_ref()
-                .map(peer_from_row)
-                .transpose()
+            sqlx::query(concat!(
+                "SELECT ",
+                peer_cols!(),
+                " FROM peers WHERE fqdn = ?1"
+            ))
+            .bind(fqdn)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(peer_from_row)
+            .transpose()
         })
     }
 
     fn peers(&self) -> StoreFuture<'_, Vec<Peer>> {
         Box::pin(async move {
-            sqlx::query(concat!("SELECT ", peer_cols!(), " FROM peers ORDER BY fqdn"))
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(peer_from_row)
-                .collect()
+            sqlx::query(concat!(
+                "SELECT ",
+                peer_cols!(),
+                " FROM peers ORDER BY fqdn"
+            ))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(peer_from_row)
+            .collect()
         })
     }
 
@@ -883,13 +905,12 @@ impl Store for SqliteStore {
 
     fn revoke_peer_key<'a>(&'a self, fqdn: &'a str, selector: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let done = sqlx::query(
-                "UPDATE peer_keys SET revoked = 1 WHERE fqdn = ?1 AND selector = ?2",
-            )
-            .bind(fqdn)
-            .bind(selector)
-            .execute(&self.pool)
-            .await?;
+            let done =
+                sqlx::query("UPDATE peer_keys SET revoked = 1 WHERE fqdn = ?1 AND selector = ?2")
+                    .bind(fqdn)
+                    .bind(selector)
+                    .execute(&self.pool)
+                    .await?;
             if done.rows_affected() == 0 {
                 return Err(StoreError::NotFound { what: "peer key" });
             }
@@ -1102,10 +1123,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn pending_requests_for_patient(
-        &self,
-        patient: Uuid,
-    ) -> StoreFuture<'_, Vec<AccessRequest>> {
+    fn pending_requests_for_patient(&self, patient: Uuid) -> StoreFuture<'_, Vec<AccessRequest>> {
         Box::pin(async move {
             sqlx::query(concat!(
                 "SELECT ",
@@ -1197,11 +1215,12 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'_, Grant> {
         Box::pin(async move {
             let mut tx = self.write_tx().await?;
-            let request = request_in(&mut tx, grant.request_id)
-                .await?
-                .ok_or(StoreError::NotFound {
-                    what: "access request",
-                })?;
+            let request =
+                request_in(&mut tx, grant.request_id)
+                    .await?
+                    .ok_or(StoreError::NotFound {
+                        what: "access request",
+                    })?;
             if request.state != RequestState::Pending {
                 return Err(StoreError::conflict(
                     ConflictKind::State,
@@ -1257,13 +1276,17 @@ impl Store for SqliteStore {
 
     fn grant(&self, id: Uuid) -> StoreFuture<'_, Option<Grant>> {
         Box::pin(async move {
-            sqlx::query(concat!("SELECT ", grant_cols!(), " FROM grants WHERE id = ?1"))
-                .bind(uuid_text(id))
-                .fetch_optional(&self.pool)
-                .await?
-                .as_ref()
-                .map(grant_from_row)
-                .transpose()
+            sqlx::query(concat!(
+                "SELECT ",
+                grant_cols!(),
+                " FROM grants WHERE id = ?1"
+            ))
+            .bind(uuid_text(id))
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(grant_from_row)
+            .transpose()
         })
     }
 
@@ -1309,11 +1332,15 @@ impl Store for SqliteStore {
                     changed: true,
                 });
             }
-            let row = sqlx::query(concat!("SELECT ", grant_cols!(), " FROM grants WHERE id = ?1"))
-                .bind(uuid_text(id))
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or(StoreError::NotFound { what: "grant" })?;
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                grant_cols!(),
+                " FROM grants WHERE id = ?1"
+            ))
+            .bind(uuid_text(id))
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound { what: "grant" })?;
             Ok(Outcome {
                 value: grant_from_row(&row)?,
                 changed: false,
