@@ -10,7 +10,7 @@
 //! # Data flow
 //!
 //! * [`open`] creates the SQLite file if missing, checks the schema version
-//!   against the migrations built into the binary ([`schema`]), applies the
+//!   against the migrations built into the binary (`store::schema`), applies the
 //!   missing ones, then hands out a pooled `SqliteStore`.
 //! * Flows change state through methods that take [`Effects`]: the outbox
 //!   messages and audit entries that belong to the change commit in the same
@@ -185,7 +185,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     // --- access requests and grants
 
     /// Records a request from a peer, using up the live invitation it
-    /// presented. Idempotent on `(server_fqdn, idempotency_key)`: a replay
+    /// presented ([`StoreError::NotFound`] `"live invitation"` if there is
+    /// none). The patient and the peer must exist. Idempotent on `(server_fqdn, idempotency_key)`: a replay
     /// with the same content returns the stored request
     /// (`changed = false`), different content is a conflict.
     fn create_access_request(

@@ -121,6 +121,7 @@ pub struct NewAccessRequest {
     pub duration_ms: i64,
     /// Hash of the request code the doctor holds (never the code).
     pub code_hash: [u8; 32],
+    /// Also the time the invitation must still be live at.
     pub created_at: UnixMillis,
     pub expires_at: UnixMillis,
     /// Scoped to `server_fqdn`.
