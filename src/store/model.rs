@@ -1,0 +1,381 @@
+//! The records the store keeps, as plain Rust values (no SQL types leak out).
+//!
+//! Times are [`UnixMillis`] taken from the caller's clock; identifiers
+//! mdgate mints are [`Uuid`]s; hashes are 32 raw bytes. Enums that are
+//! stored as text have `as_str`, the exact spelling the schema's CHECK
+//! constraints accept.
+
+use std::fmt;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Milliseconds since the Unix epoch, UTC.
+pub type UnixMillis = i64;
+
+/// A federation peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Lower-case FQDN, no trailing dot.
+    pub fqdn: String,
+    pub first_seen: UnixMillis,
+    pub last_seen: UnixMillis,
+    pub state: PeerState,
+}
+
+/// Whether mdgate talks to a peer at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    Active,
+    /// Blocked by the administrator.
+    Blocked,
+}
+
+/// One cached DNS key record of a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerKey {
+    pub fqdn: String,
+    pub selector: String,
+    pub purpose: KeyPurpose,
+    /// The algorithm named by the record (e.g. `ed25519`, `sha256`).
+    pub algorithm: String,
+    /// For [`KeyPurpose::Tls`], the SHA-256 of the SubjectPublicKeyInfo; for
+    /// [`KeyPurpose::Signing`], the public key. Empty when revoked.
+    pub key: Vec<u8>,
+    pub fetched_at: UnixMillis,
+    pub expires_at: UnixMillis,
+    /// The peer published an empty key under this selector.
+    pub revoked: bool,
+}
+
+/// What a published key is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyPurpose {
+    /// The peer's mutual-TLS certificate key.
+    Tls,
+    /// The peer's grant-token signing key.
+    Signing,
+}
+
+/// A local patient known to the federation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Patient {
+    pub federation_id: Uuid,
+    /// The patient's id in the upstream access.md.
+    pub upstream_id: i64,
+    pub created_at: UnixMillis,
+    /// The patient's new address after a transfer away.
+    pub moved_to: Option<String>,
+}
+
+/// An invitation minted for the patient's QR code. Only the token's hash
+/// is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invitation {
+    pub id: Uuid,
+    pub patient: Uuid,
+    pub token_hash: [u8; 32],
+    pub created_at: UnixMillis,
+    pub expires_at: UnixMillis,
+    pub used_at: Option<UnixMillis>,
+}
+
+/// Access to the record, or the patient's whole transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    Access,
+    Transfer,
+}
+
+/// Where a request stands. Only `Pending` can change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestState {
+    /// Waiting for the patient.
+    Pending,
+    /// The patient typed the right code and approved.
+    Approved,
+    /// The patient refused.
+    Denied,
+    /// Too many wrong codes.
+    Voided,
+    /// Nobody decided in time.
+    Expired,
+    /// Withdrawn by the requesting server.
+    Cancelled,
+}
+
+/// A request to create, as received from the requesting server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAccessRequest {
+    pub id: Uuid,
+    pub kind: RequestKind,
+    pub patient: Uuid,
+    /// Hash of the invitation token the requester presented; the
+    /// invitation must be live and the patient's, and is used up.
+    pub invitation_token_hash: [u8; 32],
+    pub server_fqdn: String,
+    /// `user@server` of the requesting doctor.
+    pub doctor: String,
+    pub role: String,
+    /// How long the grant should last, as asked.
+    pub duration_ms: i64,
+    /// Hash of the request code the doctor holds (never the code).
+    pub code_hash: [u8; 32],
+    /// Also the time the invitation must still be live at.
+    pub created_at: UnixMillis,
+    pub expires_at: UnixMillis,
+    /// Scoped to `server_fqdn`.
+    pub idempotency_key: String,
+}
+
+/// A stored request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRequest {
+    pub id: Uuid,
+    pub kind: RequestKind,
+    pub patient: Uuid,
+    pub invitation: Uuid,
+    pub server_fqdn: String,
+    pub doctor: String,
+    pub role: String,
+    pub duration_ms: i64,
+    pub code_hash: [u8; 32],
+    /// Wrong codes typed so far.
+    pub attempts: u32,
+    pub state: RequestState,
+    pub created_at: UnixMillis,
+    pub expires_at: UnixMillis,
+    pub decided_at: Option<UnixMillis>,
+    pub idempotency_key: String,
+}
+
+/// The row an idempotent write left behind, and whether this call wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome<T> {
+    pub value: T,
+    /// `false` when the write had already happened (same idempotency key,
+    /// grant already revoked, ...); the call's [`Effects`] were then not
+    /// applied again.
+    pub changed: bool,
+}
+
+/// Writes that must commit together with a state change: messages for
+/// peers and audit entries. A state-changing method applies them in the
+/// same transaction, so a crash leaves either all or none of them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Effects {
+    pub outbox: Vec<NewOutboxMessage>,
+    pub audit: Vec<AuditRecord>,
+}
+
+impl Effects {
+    /// No side effects.
+    pub fn none() -> Self {
+        Effects::default()
+    }
+
+    /// Adds an audit entry.
+    pub fn with_audit(mut self, record: AuditRecord) -> Self {
+        self.audit.push(record);
+        self
+    }
+
+    /// Adds a message for a peer.
+    pub fn with_outbox(mut self, message: NewOutboxMessage) -> Self {
+        self.outbox.push(message);
+        self
+    }
+}
+
+/// A grant: what the patient approved, bound to the requesting server's
+/// key. `id` is the token's `jti`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub id: Uuid,
+    pub request_id: Uuid,
+    pub patient: Uuid,
+    pub server_fqdn: String,
+    /// SHA-256 of the requesting server's certificate (x5t#S256).
+    pub server_key_sha256: [u8; 32],
+    pub doctor: String,
+    pub role: String,
+    pub not_before: UnixMillis,
+    pub expires_at: UnixMillis,
+    pub revoked_at: Option<UnixMillis>,
+}
+
+impl Grant {
+    /// Usable at `now`: not revoked and within its validity window.
+    pub fn is_live(&self, now: UnixMillis) -> bool {
+        self.revoked_at.is_none() && self.not_before <= now && now < self.expires_at
+    }
+}
+
+/// A message to put in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewOutboxMessage {
+    /// FQDN of the receiving peer.
+    pub destination: String,
+    pub kind: String,
+    pub payload: Value,
+    /// Globally unique; sent along so the receiver can drop duplicates.
+    pub idempotency_key: String,
+    pub created_at: UnixMillis,
+    /// First delivery attempt; usually `created_at`.
+    pub next_attempt_at: UnixMillis,
+}
+
+/// A message in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxMessage {
+    pub id: i64,
+    pub destination: String,
+    pub kind: String,
+    pub payload: Value,
+    pub idempotency_key: String,
+    pub created_at: UnixMillis,
+    /// Delivery attempts made so far (failed ones, plus the successful one).
+    pub attempts: u32,
+    pub next_attempt_at: UnixMillis,
+    pub delivered_at: Option<UnixMillis>,
+    /// The last failure, as given to `mark_failed` (never secrets).
+    pub last_error: Option<String>,
+}
+
+/// An audit entry to append. The chain fields are computed by the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    pub at: UnixMillis,
+    /// Dotted event name, e.g. `grant.created`, `record.read`.
+    pub kind: String,
+    /// Who acted: an address (`user@server`), `patient`, `admin`, `system`.
+    pub actor: String,
+    pub patient: Option<Uuid>,
+    /// Event details; stored in canonical JSON form. No secrets.
+    pub detail: Value,
+}
+
+/// A stored audit entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub at: UnixMillis,
+    pub kind: String,
+    pub actor: String,
+    pub patient: Option<Uuid>,
+    pub detail: Value,
+    pub prev_hash: [u8; 32],
+    pub hash: [u8; 32],
+}
+
+/// Versions applied by a `migrate` run, and the resulting version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// `(version, description)` of each migration applied by this run, in
+    /// order; empty when the schema was already current.
+    pub applied: Vec<(i64, String)>,
+    /// The schema version after the run.
+    pub current: i64,
+}
+
+/// A stored text value that is not one of the enum's spellings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownValue {
+    pub what: &'static str,
+    pub value: String,
+}
+
+impl fmt::Display for UnknownValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown {} {:?}", self.what, self.value)
+    }
+}
+
+/// Text spellings of a stored enum, one table for both directions.
+macro_rules! text_enum {
+    ($ty:ident, $what:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The spelling stored in the database.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $text),+
+                }
+            }
+
+            /// Parses a stored spelling.
+            pub fn parse(s: &str) -> Result<Self, UnknownValue> {
+                match s {
+                    $($text => Ok($ty::$variant),)+
+                    other => Err(UnknownValue { what: $what, value: other.to_owned() }),
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(PeerState, "peer state", { Active => "active", Blocked => "blocked" });
+text_enum!(KeyPurpose, "key purpose", { Tls => "tls", Signing => "signing" });
+text_enum!(RequestKind, "request kind", { Access => "access", Transfer => "transfer" });
+text_enum!(RequestState, "request state", {
+    Pending => "pending",
+    Approved => "approved",
+    Denied => "denied",
+    Voided => "voided",
+    Expired => "expired",
+    Cancelled => "cancelled",
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enum_spellings_round_trip() {
+        for s in [
+            RequestState::Pending,
+            RequestState::Approved,
+            RequestState::Denied,
+            RequestState::Voided,
+            RequestState::Expired,
+            RequestState::Cancelled,
+        ] {
+            assert_eq!(RequestState::parse(s.as_str()), Ok(s));
+        }
+        assert_eq!(KeyPurpose::parse("tls"), Ok(KeyPurpose::Tls));
+        assert_eq!(PeerState::Blocked.to_string(), "blocked");
+        assert_eq!(
+            RequestKind::parse("Access").unwrap_err().to_string(),
+            "unknown request kind \"Access\""
+        );
+    }
+
+    #[test]
+    fn grant_liveness() {
+        let g = Grant {
+            id: Uuid::nil(),
+            request_id: Uuid::nil(),
+            patient: Uuid::nil(),
+            server_fqdn: "s2.example".into(),
+            server_key_sha256: [0; 32],
+            doctor: "d@s2.example".into(),
+            role: "doctor".into(),
+            not_before: 100,
+            expires_at: 200,
+            revoked_at: None,
+        };
+        assert!(!g.is_live(99));
+        assert!(g.is_live(100));
+        assert!(!g.is_live(200));
+        let revoked = Grant {
+            revoked_at: Some(150),
+            ..g
+        };
+        assert!(!revoked.is_live(120));
+    }
+}

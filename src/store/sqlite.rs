@@ -1,0 +1,1452 @@
+//! The SQLite implementation of [`Store`]: opening, migrating, and every
+//! query.
+//!
+//! One pool of connections, all configured the same way (WAL,
+//! `synchronous = FULL`, foreign keys, busy timeout). Opening and
+//! migrating happen first on a single connection inside one `BEGIN
+//! IMMEDIATE` transaction, so two processes starting on the same file
+//! cannot both apply a migration, and a failed upgrade leaves the schema
+//! as it was. Reads go straight to the pool; writes that read first take
+//! the write lock up front (`BEGIN IMMEDIATE`).
+
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Connection, Row, Sqlite, Transaction};
+use uuid::Uuid;
+
+use super::chain::{
+    self, AuditBreak, AuditHead, AuditVerification, ChainVerifier, EntryFields, StoredRow, GENESIS,
+};
+use super::error::{ConflictKind, StoreError};
+use super::model::*;
+use super::schema::{self, Applied, Embedded};
+use super::{Store, StoreFuture, MAX_PAGE};
+
+/// The SQLite migrations, embedded at build time.
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// How long a statement waits for another writer's lock before failing
+/// with [`StoreError::Busy`].
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a caller waits for a free pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// SQLite has one writer at a time; more connections only help readers.
+const POOL_SIZE: u32 = 8;
+/// `outbox.last_error` is cut to this many bytes (the schema allows 1024
+/// characters, so bytes always fit).
+const MAX_ERROR_BYTES: usize = 1024;
+
+// Column lists, one per table, in the order the `*_from_row` functions
+// read them. Macros rather than consts so that `concat!` builds each query
+// as one `&'static str` (statements are then cached by sqlx).
+macro_rules! peer_cols {
+    () => {
+        "fqdn, first_seen, last_seen, state"
+    };
+}
+macro_rules! key_cols {
+    () => {
+        "fqdn, selector, purpose, algorithm, key_material, fetched_at, expires_at, revoked"
+    };
+}
+macro_rules! patient_cols {
+    () => {
+        "federation_id, upstream_id, created_at, moved_to"
+    };
+}
+macro_rules! invitation_cols {
+    () => {
+        "id, patient, token_hash, created_at, expires_at, used_at"
+    };
+}
+macro_rules! request_cols {
+    () => {
+        "id, kind, patient, invitation, server_fqdn, doctor, role, duration_ms, code_hash, \
+         attempts, state, created_at, expires_at, decided_at, idempotency_key"
+    };
+}
+macro_rules! grant_cols {
+    () => {
+        "id, request_id, patient, server_fqdn, server_key_sha256, doctor, role, not_before, \
+         expires_at, revoked_at"
+    };
+}
+macro_rules! outbox_cols {
+    () => {
+        "id, destination, kind, payload, idempotency_key, created_at, attempts, \
+         next_attempt_at, delivered_at, last_error"
+    };
+}
+macro_rules! audit_cols {
+    () => {
+        "seq, at, kind, actor, patient, detail, prev_hash, hash"
+    };
+}
+
+/// The SQLite store. Cheap to clone (the pool is shared).
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens `path` (creating it, mode 0600, if missing), applies pending
+    /// migrations and starts the pool.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = connect_options(path)?;
+        let mut conn = connect_first(path, &options).await?;
+        let report = prepare(&mut conn).await?;
+        for (version, description) in &report.applied {
+            tracing::info!(
+                store.path = %path.display(),
+                migration.version = version,
+                migration.description = %description,
+                "applied store migration"
+            );
+        }
+        conn.close().await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| open_error(path, e))?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// The pool, for tests that read per-connection pragmas.
+    #[cfg(test)]
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// A transaction holding SQLite's write lock from the start.
+    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+/// `mdgate migrate`: applies pending migrations on one connection.
+pub(super) async fn migrate(path: &Path) -> Result<MigrationReport, StoreError> {
+    let options = connect_options(path)?;
+    let mut conn = connect_first(path, &options).await?;
+    let report = prepare(&mut conn).await?;
+    conn.close().await?;
+    Ok(report)
+}
+
+/// The highest migration version built into this binary.
+pub(super) fn supported_version() -> i64 {
+    embedded().iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+fn embedded() -> Vec<Embedded<'static>> {
+    MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .map(|m| Embedded {
+            version: m.version,
+            description: &m.description,
+            checksum: &m.checksum,
+        })
+        .collect()
+}
+
+fn connect_options(path: &Path) -> Result<SqliteConnectOptions, StoreError> {
+    prepare_file(path)?;
+    Ok(SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(BUSY_TIMEOUT))
+}
+
+/// Checks the location before SQLite does (its own message is only
+/// "unable to open database file"), and creates a missing file readable by
+/// its owner only: it holds patients' grants and audit trail. SQLite gives
+/// the `-wal` and `-shm` files the same mode.
+fn prepare_file(path: &Path) -> Result<(), StoreError> {
+    let fail = |reason: String| StoreError::Open {
+        path: path.to_owned(),
+        reason,
+    };
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(parent) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(fail(format!("{} is not a directory", parent.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(fail(format!(
+                "directory {} does not exist; create it, writable by the mdgate user",
+                parent.display()
+            )))
+        }
+        Err(e) => return Err(fail(format!("cannot access {}: {e}", parent.display()))),
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(fail("is a directory, not a database file".into())),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            create_private_file(path).map_err(|e| fail(format!("cannot create the file: {e}")))?;
+            // Make the new directory entry durable too.
+            std::fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| fail(format!("cannot sync {}: {e}", parent.display())))
+        }
+        Err(e) => Err(fail(e.to_string())),
+    }
+}
+
+fn create_private_file(path: &Path) -> io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        // Another process created it in between: fine, SQLite opens it.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn open_error(path: &Path, e: sqlx::Error) -> StoreError {
+    StoreError::Open {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+/// The first connection: opens the file and checks that WAL is on (SQLite
+/// silently keeps the old mode where WAL is impossible, e.g. on some
+/// network filesystems).
+async fn connect_first(
+    path: &Path,
+    options: &SqliteConnectOptions,
+) -> Result<SqliteConnection, StoreError> {
+    let mut conn = options.connect().await.map_err(|e| open_error(path, e))?;
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| open_error(path, e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Open {
+            path: path.to_owned(),
+            reason: format!(
+                "cannot use WAL journal mode (still {mode:?}); put the database on a local \
+                 filesystem"
+            ),
+        });
+    }
+    Ok(conn)
+}
+
+/// Checks the schema, applies pending migrations, reports what changed.
+async fn prepare(conn: &mut SqliteConnection) -> Result<MigrationReport, StoreError> {
+    // One write transaction around check and migrations: sqlx runs each
+    // migration in a savepoint inside it.
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let before = read_applied(&mut tx).await?;
+    let embedded = embedded();
+    schema::check_applied(&before, &embedded)?;
+    MIGRATOR
+        .run(&mut *tx)
+        .await
+        .map_err(|e| migrate_error(e, &embedded))?;
+    let after = read_applied(&mut tx).await?;
+    tx.commit().await?;
+
+    let applied = after
+        .iter()
+        .filter(|a| !before.iter().any(|b| b.version == a.version))
+        .map(|a| {
+            let description = embedded
+                .iter()
+                .find(|m| m.version == a.version)
+                .map_or_else(String::new, |m| m.description.to_owned());
+            (a.version, description)
+        })
+        .collect();
+    Ok(MigrationReport {
+        applied,
+        current: schema::current_version(&after),
+    })
+}
+
+async fn read_applied(conn: &mut SqliteConnection) -> Result<Vec<Applied>, StoreError> {
+    let exists: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if exists.is_none() {
+        return Ok(Vec::new());
+    }
+    let rows =
+        sqlx::query("SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&mut *conn)
+            .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Applied {
+                version: r.try_get("version")?,
+                checksum: r.try_get("checksum")?,
+                success: r.try_get("success")?,
+            })
+        })
+        .collect()
+}
+
+/// Maps the migrator's errors; the cases [`schema::check_applied`] covers
+/// only reach here if the database changed in between.
+fn migrate_error(e: MigrateError, embedded: &[Embedded<'_>]) -> StoreError {
+    let describe = |v: i64| {
+        embedded
+            .iter()
+            .find(|m| m.version == v)
+            .map_or_else(String::new, |m| m.description.to_owned())
+    };
+    match e {
+        MigrateError::VersionMismatch(version) => StoreError::MigrationModified {
+            version,
+            description: describe(version),
+        },
+        MigrateError::Execute(e) => StoreError::from(e),
+        MigrateError::ExecuteMigration(e, version) => StoreError::Migration {
+            reason: format!("migration {version} ({}) failed: {e}", describe(version)),
+        },
+        other => StoreError::Migration {
+            reason: other.to_string(),
+        },
+    }
+}
+
+// --- row decoding
+
+fn uuid_at(row: &SqliteRow, col: &str) -> Result<Uuid, StoreError> {
+    let text: String = row.try_get(col)?;
+    Uuid::parse_str(&text).map_err(|_| StoreError::corrupt(format!("{col} is not a UUID")))
+}
+
+fn hash_at(row: &SqliteRow, col: &str) -> Result<[u8; 32], StoreError> {
+    let bytes: Vec<u8> = row.try_get(col)?;
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| StoreError::corrupt(format!("{col} is not 32 bytes")))
+}
+
+fn u32_at(row: &SqliteRow, col: &str) -> Result<u32, StoreError> {
+    let n: i64 = row.try_get(col)?;
+    u32::try_from(n).map_err(|_| StoreError::corrupt(format!("{col} out of range")))
+}
+
+fn json_at(row: &SqliteRow, col: &str) -> Result<serde_json::Value, StoreError> {
+    let text: String = row.try_get(col)?;
+    serde_json::from_str(&text).map_err(|_| StoreError::corrupt(format!("{col} is not JSON")))
+}
+
+fn text_enum_at<T>(
+    row: &SqliteRow,
+    col: &str,
+    parse: fn(&str) -> Result<T, UnknownValue>,
+) -> Result<T, StoreError> {
+    let text: String = row.try_get(col)?;
+    parse(&text).map_err(StoreError::corrupt)
+}
+
+fn peer_from_row(row: &SqliteRow) -> Result<Peer, StoreError> {
+    Ok(Peer {
+        fqdn: row.try_get("fqdn")?,
+        first_seen: row.try_get("first_seen")?,
+        last_seen: row.try_get("last_seen")?,
+        state: text_enum_at(row, "state", PeerState::parse)?,
+    })
+}
+
+fn key_from_row(row: &SqliteRow) -> Result<PeerKey, StoreError> {
+    Ok(PeerKey {
+        fqdn: row.try_get("fqdn")?,
+        selector: row.try_get("selector")?,
+        purpose: text_enum_at(row, "purpose", KeyPurpose::parse)?,
+        algorithm: row.try_get("algorithm")?,
+        key: row.try_get("key_material")?,
+        fetched_at: row.try_get("fetched_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked: row.try_get("revoked")?,
+    })
+}
+
+fn patient_from_row(row: &SqliteRow) -> Result<Patient, StoreError> {
+    Ok(Patient {
+        federation_id: uuid_at(row, "federation_id")?,
+        upstream_id: row.try_get("upstream_id")?,
+        created_at: row.try_get("created_at")?,
+        moved_to: row.try_get("moved_to")?,
+    })
+}
+
+fn invitation_from_row(row: &SqliteRow) -> Result<Invitation, StoreError> {
+    Ok(Invitation {
+        id: uuid_at(row, "id")?,
+        patient: uuid_at(row, "patient")?,
+        token_hash: hash_at(row, "token_hash")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        used_at: row.try_get("used_at")?,
+    })
+}
+
+fn request_from_row(row: &SqliteRow) -> Result<AccessRequest, StoreError> {
+    Ok(AccessRequest {
+        id: uuid_at(row, "id")?,
+        kind: text_enum_at(row, "kind", RequestKind::parse)?,
+        patient: uuid_at(row, "patient")?,
+        invitation: uuid_at(row, "invitation")?,
+        server_fqdn: row.try_get("server_fqdn")?,
+        doctor: row.try_get("doctor")?,
+        role: row.try_get("role")?,
+        duration_ms: row.try_get("duration_ms")?,
+        code_hash: hash_at(row, "code_hash")?,
+        attempts: u32_at(row, "attempts")?,
+        state: text_enum_at(row, "state", RequestState::parse)?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        decided_at: row.try_get("decided_at")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+    })
+}
+
+fn grant_from_row(row: &SqliteRow) -> Result<Grant, StoreError> {
+    Ok(Grant {
+        id: uuid_at(row, "id")?,
+        request_id: uuid_at(row, "request_id")?,
+        patient: uuid_at(row, "patient")?,
+        server_fqdn: row.try_get("server_fqdn")?,
+        server_key_sha256: hash_at(row, "server_key_sha256")?,
+        doctor: row.try_get("doctor")?,
+        role: row.try_get("role")?,
+        not_before: row.try_get("not_before")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+fn outbox_from_row(row: &SqliteRow) -> Result<OutboxMessage, StoreError> {
+    Ok(OutboxMessage {
+        id: row.try_get("id")?,
+        destination: row.try_get("destination")?,
+        kind: row.try_get("kind")?,
+        payload: json_at(row, "payload")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        created_at: row.try_get("created_at")?,
+        attempts: u32_at(row, "attempts")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        delivered_at: row.try_get("delivered_at")?,
+        last_error: row.try_get("last_error")?,
+    })
+}
+
+fn audit_from_row(row: &SqliteRow) -> Result<AuditEntry, StoreError> {
+    let patient: Option<String> = row.try_get("patient")?;
+    let patient = patient
+        .map(|p| Uuid::parse_str(&p))
+        .transpose()
+        .map_err(|_| StoreError::corrupt("audit_log.patient is not a UUID"))?;
+    Ok(AuditEntry {
+        seq: row.try_get("seq")?,
+        at: row.try_get("at")?,
+        kind: row.try_get("kind")?,
+        actor: row.try_get("actor")?,
+        patient,
+        detail: json_at(row, "detail")?,
+        prev_hash: hash_at(row, "prev_hash")?,
+        hash: hash_at(row, "hash")?,
+    })
+}
+
+fn stored_from_row(row: &SqliteRow) -> Result<StoredRow, StoreError> {
+    Ok(StoredRow {
+        seq: row.try_get("seq")?,
+        at: row.try_get("at")?,
+        kind: row.try_get("kind")?,
+        actor: row.try_get("actor")?,
+        patient: row.try_get("patient")?,
+        detail: row.try_get("detail")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+/// UUIDs are stored lower-case hyphenated.
+fn uuid_text(id: Uuid) -> String {
+    id.hyphenated().to_string()
+}
+
+fn page(limit: u32) -> i64 {
+    i64::from(limit.min(MAX_PAGE))
+}
+
+/// The longest prefix of `s` of at most `max` bytes ending on a character
+/// boundary.
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+// --- writes shared by several methods; each runs on a connection already
+// inside a `BEGIN IMMEDIATE` transaction.
+
+/// Appends at the head of the chain. The caller's write lock makes the
+/// read of the head and the insert one step; `UNIQUE (prev_hash)` would
+/// refuse a fork anyway.
+async fn append_audit_in(
+    conn: &mut SqliteConnection,
+    record: &AuditRecord,
+) -> Result<AuditEntry, StoreError> {
+    let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    let (seq, prev_hash) = match head {
+        None => (1, GENESIS),
+        Some(row) => {
+            let seq: i64 = row.try_get("seq")?;
+            (seq + 1, hash_at(&row, "hash")?)
+        }
+    };
+    let detail = chain::canonical_json(&record.detail);
+    let patient = record.patient.map(uuid_text);
+    let hash = chain::entry_hash(
+        &prev_hash,
+        &EntryFields {
+            seq,
+            at: record.at,
+            kind: &record.kind,
+            actor: &record.actor,
+            patient: patient.as_deref(),
+            detail: &detail,
+        },
+    );
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at, kind, actor, patient, detail, prev_hash, hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .bind(seq)
+    .bind(record.at)
+    .bind(&record.kind)
+    .bind(&record.actor)
+    .bind(&patient)
+    .bind(&detail)
+    .bind(prev_hash.as_slice())
+    .bind(hash.as_slice())
+    .execute(&mut *conn)
+    .await?;
+    Ok(AuditEntry {
+        seq,
+        at: record.at,
+        kind: record.kind.clone(),
+        actor: record.actor.clone(),
+        patient: record.patient,
+        detail: record.detail.clone(),
+        prev_hash,
+        hash,
+    })
+}
+
+async fn enqueue_in(
+    conn: &mut SqliteConnection,
+    message: &NewOutboxMessage,
+) -> Result<Outcome<OutboxMessage>, StoreError> {
+    let payload = chain::canonical_json(&message.payload);
+    let inserted = sqlx::query(concat!(
+        "INSERT INTO outbox (destination, kind, payload, idempotency_key, created_at, \
+         next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+         ON CONFLICT (idempotency_key) DO NOTHING RETURNING ",
+        outbox_cols!()
+    ))
+    .bind(&message.destination)
+    .bind(&message.kind)
+    .bind(&payload)
+    .bind(&message.idempotency_key)
+    .bind(message.created_at)
+    .bind(message.next_attempt_at)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = inserted {
+        return Ok(Outcome {
+            value: outbox_from_row(&row)?,
+            changed: true,
+        });
+    }
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        outbox_cols!(),
+        ", payload AS raw_payload FROM outbox WHERE idempotency_key = ?1"
+    ))
+    .bind(&message.idempotency_key)
+    .fetch_one(&mut *conn)
+    .await?;
+    let raw: String = row.try_get("raw_payload")?;
+    let existing = outbox_from_row(&row)?;
+    if existing.destination != message.destination
+        || existing.kind != message.kind
+        || raw != payload
+    {
+        return Err(StoreError::conflict(
+            ConflictKind::IdempotencyKey,
+            "outbox idempotency key reused for a different message",
+        ));
+    }
+    Ok(Outcome {
+        value: existing,
+        changed: false,
+    })
+}
+
+async fn apply_effects(conn: &mut SqliteConnection, effects: &Effects) -> Result<(), StoreError> {
+    for message in &effects.outbox {
+        enqueue_in(conn, message).await?;
+    }
+    for record in &effects.audit {
+        append_audit_in(conn, record).await?;
+    }
+    Ok(())
+}
+
+async fn request_in(
+    conn: &mut SqliteConnection,
+    id: Uuid,
+) -> Result<Option<AccessRequest>, StoreError> {
+    sqlx::query(concat!(
+        "SELECT ",
+        request_cols!(),
+        " FROM access_requests WHERE id = ?1"
+    ))
+    .bind(uuid_text(id))
+    .fetch_optional(&mut *conn)
+    .await?
+    .as_ref()
+    .map(request_from_row)
+    .transpose()
+}
+
+/// Why a pending-only update matched no row.
+async fn not_pending(conn: &mut SqliteConnection, id: Uuid) -> StoreError {
+    match request_in(conn, id).await {
+        Ok(Some(r)) => StoreError::conflict(
+            ConflictKind::State,
+            format!("access request is {}, not pending", r.state),
+        ),
+        Ok(None) => StoreError::NotFound {
+            what: "access request",
+        },
+        Err(e) => e,
+    }
+}
+
+impl Store for SqliteStore {
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
+        })
+    }
+
+    fn schema_version(&self) -> StoreFuture<'_, i64> {
+        Box::pin(async move {
+            let mut conn = self.pool.acquire().await?;
+            Ok(schema::current_version(&read_applied(&mut conn).await?))
+        })
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.pool.close().await;
+            Ok(())
+        })
+    }
+
+    fn append_audit(&self, record: AuditRecord) -> StoreFuture<'_, AuditEntry> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            let entry = append_audit_in(&mut tx, &record).await?;
+            tx.commit().await?;
+            Ok(entry)
+        })
+    }
+
+    fn audit_entries(&self, from_seq: i64, limit: u32) -> StoreFuture<'_, Vec<AuditEntry>> {
+        Box::pin(async move {
+            sqlx::query(concat!(
+                "SELECT ",
+                audit_cols!(),
+                " FROM audit_log WHERE seq >= ?1 ORDER BY seq LIMIT ?2"
+            ))
+            .bind(from_seq)
+            .bind(page(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(audit_from_row)
+            .collect()
+        })
+    }
+
+    fn audit_entries_for_patient(
+        &self,
+        patient: Uuid,
+        from_seq: i64,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<AuditEntry>> {
+        Box::pin(async move {
+            sqlx::query(concat!(
+                "SELECT ",
+                audit_cols!(),
+                " FROM audit_log WHERE patient = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3"
+            ))
+            .bind(uuid_text(patient))
+            .bind(from_seq)
+            .bind(page(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(audit_from_row)
+            .collect()
+        })
+    }
+
+    fn audit_head(&self) -> StoreFuture<'_, Option<AuditHead>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+            row.map(|r| {
+                Ok(AuditHead {
+                    seq: r.try_get("seq")?,
+                    hash: hash_at(&r, "hash")?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn verify_audit(
+        &self,
+        recorded: Option<AuditHead>,
+    ) -> StoreFuture<'_, Result<AuditVerification, AuditBreak>> {
+        Box::pin(async move {
+            let mut conn = self.pool.acquire().await?;
+            // One statement, hence one consistent snapshot, streamed so a
+            // long log is never held in memory. Appends made meanwhile are
+            // not seen.
+            let mut rows = sqlx::query(concat!(
+                "SELECT ",
+                audit_cols!(),
+                " FROM audit_log ORDER BY seq"
+            ))
+            .fetch(&mut *conn);
+            let mut verifier = ChainVerifier::new(recorded);
+            while let Some(row) = rows.try_next().await? {
+                if let Err(broken) = verifier.push(&stored_from_row(&row)?) {
+                    return Ok(Err(broken));
+                }
+            }
+            Ok(verifier.finish())
+        })
+    }
+
+    fn touch_peer<'a>(&'a self, fqdn: &'a str, now: UnixMillis) -> StoreFuture<'a, Peer> {
+        Box::pin(async move {
+            let row = sqlx::query(concat!(
+                "INSERT INTO peers (fqdn, first_seen, last_seen, state) \
+                 VALUES (?1, ?2, ?2, 'active') \
+                 ON CONFLICT (fqdn) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen) \
+                 RETURNING ",
+                peer_cols!()
+            ))
+            .bind(fqdn)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
+            peer_from_row(&row)
+        })
+    }
+
+    fn peer<'a>(&'a self, fqdn: &'a str) -> StoreFuture<'a, Option<Peer>> {
+        Box::pin(async move {
+            sqlx::query(concat!(
+                "SELECT ",
+                peer_cols!(),
+                " FROM peers WHERE fqdn = ?1"
+            ))
+            .bind(fqdn)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(peer_from_row)
+            .transpose()
+        })
+    }
+
+    fn peers(&self) -> StoreFuture<'_, Vec<Peer>> {
+        Box::pin(async move {
+            sqlx::query(concat!(
+                "SELECT ",
+                peer_cols!(),
+                " FROM peers ORDER BY fqdn"
+            ))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(peer_from_row)
+            .collect()
+        })
+    }
+
+    fn set_peer_state<'a>(&'a self, fqdn: &'a str, state: PeerState) -> StoreFuture<'a, Peer> {
+        Box::pin(async move {
+            let row = sqlx::query(concat!(
+                "UPDATE peers SET state = ?2 WHERE fqdn = ?1 RETURNING ",
+                peer_cols!()
+            ))
+            .bind(fqdn)
+            .bind(state.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound { what: "peer" })?;
+            peer_from_row(&row)
+        })
+    }
+
+    fn upsert_peer_key(&self, key: PeerKey) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let result = sqlx::query(
+                "INSERT INTO peer_keys (fqdn, selector, purpose, algorithm, key_material, \
+                 fetched_at, expires_at, revoked) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                 ON CONFLICT (fqdn, selector) DO UPDATE SET purpose = excluded.purpose, \
+                 algorithm = excluded.algorithm, key_material = excluded.key_material, \
+                 fetched_at = excluded.fetched_at, expires_at = excluded.expires_at, \
+                 revoked = excluded.revoked",
+            )
+            .bind(&key.fqdn)
+            .bind(&key.selector)
+            .bind(key.purpose.as_str())
+            .bind(&key.algorithm)
+            .bind(&key.key)
+            .bind(key.fetched_at)
+            .bind(key.expires_at)
+            .bind(key.revoked)
+            .execute(&self.pool)
+            .await;
+            match result.map_err(StoreError::from) {
+                Ok(_) => Ok(()),
+                // The only foreign key is the peer.
+                Err(StoreError::Conflict {
+                    kind: ConflictKind::ForeignKey,
+                    ..
+                }) => Err(StoreError::NotFound { what: "peer" }),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn peer_keys<'a>(&'a self, fqdn: &'a str) -> StoreFuture<'a, Vec<PeerKey>> {
+        Box::pin(async move {
+            sqlx::query(concat!(
+                "SELECT ",
+                key_cols!(),
+                " FROM peer_keys WHERE fqdn = ?1 ORDER BY selector"
+            ))
+            .bind(fqdn)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(key_from_row)
+            .collect()
+        })
+    }
+
+    fn peer_key<'a>(
+        &'a self,
+        fqdn: &'a str,
+        selector: &'a str,
+    ) -> StoreFuture<'a, Option<PeerKey>> {
+        Box::pin(async move {
+            sqlx::query(concat!(
+                "SELECT ",
+                key_cols!(),
+                " FROM peer_keys WHERE fqdn = ?1 AND selector = ?2"
+            ))
+            .bind(fqdn)
+            .bind(selector)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(key_from_row)
+            .transpose()
+        })
+    }
+
+    fn revoke_peer_key<'a>(&'a self, fqdn: &'a str, selector: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let done =
+                sqlx::query("UPDATE peer_keys SET revoked = 1 WHERE fqdn = ?1 AND selector = ?2")
+                    .bind(fqdn)
+                    .bind(selector)
+                    .execute(&self.pool)
+                    .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound { what: "peer key" });
+            }
+            Ok(())
+        })
+    }
+
+    fn purge_expired_peer_keys(&self, now: UnixMillis) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let done = sqlx::query("DELETE FROM peer_keys WHERE expires_at <= ?1")
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected())
+        })
+    }
+
+    fn insert_patient(&self, patient: Patient) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO patients (federation_id, upstream_id, created_at, moved_to) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .bind(uuid_text(patient.federation_id))
+            .bind(patient.upstream_id)
+            .bind(patient.created_at)
+            .bind(&patient.moved_to)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn patient(&self, federation_id: Uuid) -> StoreFuture<'_, Option<Patient>> {
+        Box::pin(async move {
+            sqlx::query(concat!(
+                "SELECT ",
+                patient_cols!(),
+                " FROM patients WHERE federation_id = ?1"
+            ))
+            .bind(uuid_text(federation_id))
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(patient_from_row)
+            .transpose()
+        })
+    }
+
+    fn patient_by_upstream_id(&self, upstream_id: i64) -> StoreFuture<'_, Option<Patient>> {
+        Box::pin(async move {
+            sqlx::query(concat!(
+                "SELECT ",
+                patient_cols!(),
+                " FROM patients WHERE upstream_id = ?1"
+            ))
+            .bind(upstream_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(patient_from_row)
+            .transpose()
+        })
+    }
+
+    fn set_patient_moved<'a>(
+        &'a self,
+        federation_id: Uuid,
+        address: &'a str,
+        effects: Effects,
+    ) -> StoreFuture<'a, Patient> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            let row = sqlx::query(concat!(
+                "UPDATE patients SET moved_to = ?2 WHERE federation_id = ?1 RETURNING ",
+                patient_cols!()
+            ))
+            .bind(uuid_text(federation_id))
+            .bind(address)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound { what: "patient" })?;
+            let patient = patient_from_row(&row)?;
+            apply_effects(&mut tx, &effects).await?;
+            tx.commit().await?;
+            Ok(patient)
+        })
+    }
+
+    fn insert_invitation(&self, invitation: Invitation) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO invitations (id, patient, token_hash, created_at, expires_at, \
+                 used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .bind(uuid_text(invitation.id))
+            .bind(uuid_text(invitation.patient))
+            .bind(invitation.token_hash.as_slice())
+            .bind(invitation.created_at)
+            .bind(invitation.expires_at)
+            .bind(invitation.used_at)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn invitation_by_token_hash(
+        &self,
+        token_hash: [u8; 32],
+    ) -> StoreFuture<'_, Option<Invitation>> {
+        Box::pin(async move {
+            sqlx::query(concat!(
+                "SELECT ",
+                invitation_cols!(),
+                " FROM invitations WHERE token_hash = ?1"
+            ))
+            .bind(token_hash.as_slice())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(invitation_from_row)
+            .transpose()
+        })
+    }
+
+    fn create_access_request(
+        &self,
+        request: NewAccessRequest,
+        effects: Effects,
+    ) -> StoreFuture<'_, Outcome<AccessRequest>> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            let existing = sqlx::query(concat!(
+                "SELECT ",
+                request_cols!(),
+                " FROM access_requests WHERE server_fqdn = ?1 AND idempotency_key = ?2"
+            ))
+            .bind(&request.server_fqdn)
+            .bind(&request.idempotency_key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = existing {
+                let stored = request_from_row(&row)?;
+                let same = stored.kind == request.kind
+                    && stored.patient == request.patient
+                    && stored.doctor == request.doctor
+                    && stored.role == request.role
+                    && stored.duration_ms == request.duration_ms
+                    && stored.code_hash == request.code_hash;
+                if !same {
+                    return Err(StoreError::conflict(
+                        ConflictKind::IdempotencyKey,
+                        "access request idempotency key reused for a different request",
+                    ));
+                }
+                return Ok(Outcome {
+                    value: stored,
+                    changed: false,
+                });
+            }
+            // Use up the invitation: it must be the patient's, unused and
+            // unexpired at the request's creation time.
+            let invitation: Option<String> = sqlx::query_scalar(
+                "UPDATE invitations SET used_at = ?3 WHERE token_hash = ?1 AND patient = ?2 \
+                 AND used_at IS NULL AND expires_at > ?3 RETURNING id",
+            )
+            .bind(request.invitation_token_hash.as_slice())
+            .bind(uuid_text(request.patient))
+            .bind(request.created_at)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let invitation = invitation.ok_or(StoreError::NotFound {
+                what: "live invitation",
+            })?;
+            let row = sqlx::query(concat!(
+                "INSERT INTO access_requests (id, kind, patient, invitation, server_fqdn, doctor, \
+                 role, duration_ms, code_hash, created_at, expires_at, idempotency_key) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING ",
+                request_cols!()
+            ))
+            .bind(uuid_text(request.id))
+            .bind(request.kind.as_str())
+            .bind(uuid_text(request.patient))
+            .bind(&invitation)
+            .bind(&request.server_fqdn)
+            .bind(&request.doctor)
+            .bind(&request.role)
+            .bind(request.duration_ms)
+            .bind(request.code_hash.as_slice())
+            .bind(request.created_at)
+            .bind(request.expires_at)
+            .bind(&request.idempotency_key)
+            .fetch_one(&mut *tx)
+            .await?;
+            let stored = request_from_row(&row)?;
+            apply_effects(&mut tx, &effects).await?;
+            tx.commit().await?;
+            Ok(Outcome {
+                value: stored,
+                changed: true,
+            })
+        })
+    }
+
+    fn access_request(&self, id: Uuid) -> StoreFuture<'_, Option<AccessRequest>> {
+        Box::pin(async move {
+            let mut conn = self.pool.acquire().await?;
+            request_in(&mut conn, id).await
+        })
+    }
+
+    fn pending_requests_for_patient(&self, patient: Uuid) -> StoreFuture<'_, Vec<AccessRequest>> {
+        Box::pin(async move {
+            sqlx::query(concat!(
+                "SELECT ",
+                request_cols!(),
+                " FROM access_requests WHERE patient = ?1 AND state = 'pending' \
+                 ORDER BY created_at, id"
+            ))
+            .bind(uuid_text(patient))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(request_from_row)
+            .collect()
+        })
+    }
+
+    fn record_wrong_code(
+        &self,
+        id: Uuid,
+        max_attempts: u32,
+        now: UnixMillis,
+        effects: Effects,
+    ) -> StoreFuture<'_, AccessRequest> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            // SET expressions see the row as it was before the update.
+            let row = sqlx::query(concat!(
+                "UPDATE access_requests SET attempts = attempts + 1, \
+                 state = CASE WHEN attempts + 1 >= ?2 THEN 'voided' ELSE state END, \
+                 decided_at = CASE WHEN attempts + 1 >= ?2 THEN ?3 ELSE decided_at END \
+                 WHERE id = ?1 AND state = 'pending' RETURNING ",
+                request_cols!()
+            ))
+            .bind(uuid_text(id))
+            .bind(i64::from(max_attempts))
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                return Err(not_pending(&mut tx, id).await);
+            };
+            let request = request_from_row(&row)?;
+            apply_effects(&mut tx, &effects).await?;
+            tx.commit().await?;
+            Ok(request)
+        })
+    }
+
+    fn close_request(
+        &self,
+        id: Uuid,
+        to: RequestState,
+        now: UnixMillis,
+        effects: Effects,
+    ) -> StoreFuture<'_, AccessRequest> {
+        Box::pin(async move {
+            if matches!(to, RequestState::Pending | RequestState::Approved) {
+                return Err(StoreError::conflict(
+                    ConflictKind::State,
+                    format!("close_request cannot move a request to {to}"),
+                ));
+            }
+            let mut tx = self.write_tx().await?;
+            let row = sqlx::query(concat!(
+                "UPDATE access_requests SET state = ?2, decided_at = ?3 \
+                 WHERE id = ?1 AND state = 'pending' RETURNING ",
+                request_cols!()
+            ))
+            .bind(uuid_text(id))
+            .bind(to.as_str())
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                return Err(not_pending(&mut tx, id).await);
+            };
+            let request = request_from_row(&row)?;
+            apply_effects(&mut tx, &effects).await?;
+            tx.commit().await?;
+            Ok(request)
+        })
+    }
+
+    fn approve_request(
+        &self,
+        grant: Grant,
+        now: UnixMillis,
+        effects: Effects,
+    ) -> StoreFuture<'_, Grant> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            let request =
+                request_in(&mut tx, grant.request_id)
+                    .await?
+                    .ok_or(StoreError::NotFound {
+                        what: "access request",
+                    })?;
+            if request.state != RequestState::Pending {
+                return Err(StoreError::conflict(
+                    ConflictKind::State,
+                    format!("access request is {}, not pending", request.state),
+                ));
+            }
+            if now >= request.expires_at {
+                return Err(StoreError::conflict(
+                    ConflictKind::State,
+                    "access request has expired",
+                ));
+            }
+            // Role and validity are the patient's choice at approval; who
+            // the grant is for is fixed by the request.
+            if grant.patient != request.patient
+                || grant.server_fqdn != request.server_fqdn
+                || grant.doctor != request.doctor
+            {
+                return Err(StoreError::conflict(
+                    ConflictKind::Check,
+                    "grant does not match its request (patient, server or doctor)",
+                ));
+            }
+            sqlx::query(
+                "UPDATE access_requests SET state = 'approved', decided_at = ?2 WHERE id = ?1",
+            )
+            .bind(uuid_text(request.id))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO grants (id, request_id, patient, server_fqdn, server_key_sha256, \
+                 doctor, role, not_before, expires_at, revoked_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .bind(uuid_text(grant.id))
+            .bind(uuid_text(grant.request_id))
+            .bind(uuid_text(grant.patient))
+            .bind(&grant.server_fqdn)
+            .bind(grant.server_key_sha256.as_slice())
+            .bind(&grant.doctor)
+            .bind(&grant.role)
+            .bind(grant.not_before)
+            .bind(grant.expires_at)
+            .bind(grant.revoked_at)
+            .execute(&mut *tx)
+            .await?;
+            apply_effects(&mut tx, &effects).await?;
+            tx.commit().await?;
+            Ok(grant)
+        })
+    }
+
+    fn grant(&self, id: Uuid) -> StoreFuture<'_, Option<Grant>> {
+        Box::pin(async move {
+            sqlx::query(concat!(
+                "SELECT ",
+                grant_cols!(),
+                " FROM grants WHERE id = ?1"
+            ))
+            .bind(uuid_text(id))
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(grant_from_row)
+            .transpose()
+        })
+    }
+
+    fn grants_for_patient(&self, patient: Uuid) -> StoreFuture<'_, Vec<Grant>> {
+        Box::pin(async move {
+            sqlx::query(concat!(
+                "SELECT ",
+                grant_cols!(),
+                " FROM grants WHERE patient = ?1 ORDER BY not_before DESC, id"
+            ))
+            .bind(uuid_text(patient))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(grant_from_row)
+            .collect()
+        })
+    }
+
+    fn revoke_grant(
+        &self,
+        id: Uuid,
+        now: UnixMillis,
+        effects: Effects,
+    ) -> StoreFuture<'_, Outcome<Grant>> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            let revoked = sqlx::query(concat!(
+                "UPDATE grants SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL \
+                 RETURNING ",
+                grant_cols!()
+            ))
+            .bind(uuid_text(id))
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = revoked {
+                let grant = grant_from_row(&row)?;
+                apply_effects(&mut tx, &effects).await?;
+                tx.commit().await?;
+                return Ok(Outcome {
+                    value: grant,
+                    changed: true,
+                });
+            }
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                grant_cols!(),
+                " FROM grants WHERE id = ?1"
+            ))
+            .bind(uuid_text(id))
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound { what: "grant" })?;
+            Ok(Outcome {
+                value: grant_from_row(&row)?,
+                changed: false,
+            })
+        })
+    }
+
+    fn enqueue(&self, message: NewOutboxMessage) -> StoreFuture<'_, Outcome<OutboxMessage>> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            let outcome = enqueue_in(&mut tx, &message).await?;
+            tx.commit().await?;
+            Ok(outcome)
+        })
+    }
+
+    fn due(&self, now: UnixMillis, limit: u32) -> StoreFuture<'_, Vec<OutboxMessage>> {
+        Box::pin(async move {
+            sqlx::query(concat!(
+                "SELECT ",
+                outbox_cols!(),
+                " FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= ?1 \
+                 ORDER BY next_attempt_at, id LIMIT ?2"
+            ))
+            .bind(now)
+            .bind(page(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(outbox_from_row)
+            .collect()
+        })
+    }
+
+    fn mark_delivered(&self, id: i64, now: UnixMillis) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            let done = sqlx::query(
+                "UPDATE outbox SET delivered_at = ?2, attempts = attempts + 1 \
+                 WHERE id = ?1 AND delivered_at IS NULL",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                outbox_exists(&mut tx, id).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn mark_failed<'a>(
+        &'a self,
+        id: i64,
+        next_attempt_at: UnixMillis,
+        error: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            let done = sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, \
+                 last_error = ?3 WHERE id = ?1 AND delivered_at IS NULL",
+            )
+            .bind(id)
+            .bind(next_attempt_at)
+            .bind(truncate_utf8(error, MAX_ERROR_BYTES))
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                outbox_exists(&mut tx, id).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
+
+/// `Ok` if the outbox message exists, `NotFound` otherwise.
+async fn outbox_exists(conn: &mut SqliteConnection, id: i64) -> Result<(), StoreError> {
+    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM outbox WHERE id = ?1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    found.map(|_| ()).ok_or(StoreError::NotFound {
+        what: "outbox message",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        assert_eq!(truncate_utf8("abc", 5), "abc");
+        assert_eq!(truncate_utf8("abcdef", 3), "abc");
+        // "é" is two bytes: cutting at 2 would split it.
+        assert_eq!(truncate_utf8("aéb", 2), "a");
+    }
+
+    #[test]
+    fn binary_embeds_the_initial_migration() {
+        let embedded = embedded();
+        assert_eq!(embedded.first().map(|m| m.version), Some(1));
+        assert!(supported_version() >= 1);
+    }
+}

@@ -1,0 +1,1106 @@
+//! Store tests against real SQLite files in temporary directories.
+//!
+//! Tampering tests open their own connection to the file, as someone
+//! holding the file would, and change rows behind the store's back.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::json;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::{ConnectOptions, Connection, Row};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+use super::sqlite::SqliteStore;
+use super::*;
+
+fn cfg(path: &Path) -> config::Store {
+    config::Store::Sqlite {
+        path: path.to_owned(),
+    }
+}
+
+async fn fresh() -> (TempDir, PathBuf, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mdgate.db");
+    let store = open(&cfg(&path)).await.unwrap();
+    (dir, path, store)
+}
+
+/// A plain connection to the file: no migrations, no store.
+async fn raw(path: &Path) -> SqliteConnection {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn audit(n: i64, patient: Option<Uuid>) -> AuditRecord {
+    AuditRecord {
+        at: 1_700_000_000_000 + n,
+        kind: "record.read".into(),
+        actor: "doc@server2.example".into(),
+        patient,
+        detail: json!({ "n": n, "route": "/api/history" }),
+    }
+}
+
+fn message(key: &str, payload: serde_json::Value, at: UnixMillis) -> NewOutboxMessage {
+    NewOutboxMessage {
+        destination: "server2.example".into(),
+        kind: "grant.token".into(),
+        payload,
+        idempotency_key: key.into(),
+        created_at: at,
+        next_attempt_at: at,
+    }
+}
+
+// --- opening, pragmas, migrations
+
+#[tokio::test]
+async fn open_creates_a_durable_wal_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    assert!(!path.exists());
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert!(path.exists());
+
+    // Per-connection settings, read through the pool the store uses.
+    let pool = store.pool();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(sync, 2, "synchronous must be FULL (2)");
+    let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(fk, 1);
+    let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert!(busy >= 1000, "busy_timeout is {busy} ms");
+
+    store.ping().await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 1);
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "database file mode {mode:o}");
+    }
+}
+
+#[tokio::test]
+async fn missing_directory_is_a_clear_open_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no-such-dir").join("mdgate.db");
+    let err = open(&cfg(&path)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("no-such-dir"), "{msg}");
+    assert!(msg.contains("does not exist"), "{msg}");
+    assert!(
+        !path.parent().unwrap().exists(),
+        "must not create the directory"
+    );
+
+    // A directory where the file should be.
+    let err = open(&cfg(dir.path())).await.unwrap_err();
+    assert!(err.to_string().contains("is a directory"), "{err}");
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mdgate.db");
+    std::fs::write(
+        &path,
+        b"definitely not sqlite, but long enough to have a header",
+    )
+    .unwrap();
+    let err = open(&cfg(&path)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn migrations_are_applied_once_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mdgate.db");
+
+    let report = migrate(&cfg(&path)).await.unwrap();
+    assert_eq!(report.applied, vec![(1, "initial schema".to_owned())]);
+    assert_eq!(report.current, supported_schema_version());
+
+    let again = migrate(&cfg(&path)).await.unwrap();
+    assert!(again.applied.is_empty());
+    assert_eq!(again.current, 1);
+
+    // Reopening keeps data and applies nothing.
+    let store = open(&cfg(&path)).await.unwrap();
+    store.touch_peer("server2.example", 5).await.unwrap();
+    store.close().await.unwrap();
+    let store = open(&cfg(&path)).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 1);
+    assert_eq!(store.peers().await.unwrap().len(), 1);
+    let mut conn = raw(&path).await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+}
+
+#[tokio::test]
+async fn newer_schema_is_refused_with_an_actionable_message() {
+    let (_dir, path, store) = fresh().await;
+    store.close().await.unwrap();
+    let mut conn = raw(&path).await;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (7, 'from the future', TRUE, X'00', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    let err = open(&cfg(&path)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::SchemaTooNew {
+                found: 7,
+                supported: 1
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "store schema version 7 is newer than this mdgate supports (1): upgrade mdgate, \
+         or restore the backup taken before the upgrade"
+    );
+    // `mdgate migrate` refuses the same way and changes nothing.
+    assert!(matches!(
+        migrate(&cfg(&path)).await,
+        Err(StoreError::SchemaTooNew { .. })
+    ));
+}
+
+#[tokio::test]
+async fn modified_migration_is_refused() {
+    let (_dir, path, store) = fresh().await;
+    store.close().await.unwrap();
+    let mut conn = raw(&path).await;
+    sqlx::query("UPDATE _sqlx_migrations SET checksum = X'DEADBEEF' WHERE version = 1")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    let err = open(&cfg(&path)).await.unwrap_err();
+    match &err {
+        StoreError::MigrationModified {
+            version,
+            description,
+        } => {
+            assert_eq!(*version, 1);
+            assert_eq!(description, "initial schema");
+        }
+        other => panic!("expected MigrationModified, got {other:?}"),
+    }
+    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+}
+
+// --- durability
+
+#[tokio::test]
+async fn acknowledged_writes_survive_an_abandoned_pool() {
+    let (_dir, path, store) = fresh().await;
+    store.touch_peer("server2.example", 10).await.unwrap();
+    let entry = store.append_audit(audit(1, None)).await.unwrap();
+    store
+        .enqueue(message("k1", json!({"t": 1}), 10))
+        .await
+        .unwrap();
+
+    // A crash image: copy the files as they are on disk right now, with the
+    // pool still open and nothing checkpointed.
+    let crash = tempfile::tempdir().unwrap();
+    let copy = crash.path().join("mdgate.db");
+    std::fs::copy(&path, &copy).unwrap();
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    assert!(wal.exists(), "WAL file expected beside the database");
+    std::fs::copy(&wal, format!("{}-wal", copy.display())).unwrap();
+
+    // And the pool itself is abandoned without a graceful close.
+    std::mem::forget(store);
+
+    for p in [&path, &copy] {
+        let reopened = open(&cfg(p)).await.unwrap();
+        assert!(reopened.peer("server2.example").await.unwrap().is_some());
+        assert_eq!(
+            reopened.audit_head().await.unwrap().unwrap().hash,
+            entry.hash
+        );
+        assert_eq!(reopened.due(10, 10).await.unwrap().len(), 1);
+        assert!(reopened.verify_audit(None).await.unwrap().is_ok());
+    }
+}
+
+// --- audit log
+
+#[tokio::test]
+async fn audit_chain_verifies_after_appends() {
+    let (_dir, _path, store) = fresh().await;
+    let empty = store.verify_audit(None).await.unwrap().unwrap();
+    assert_eq!((empty.entries, empty.last_seq), (0, 0));
+    assert!(store.audit_head().await.unwrap().is_none());
+
+    let patient = Uuid::new_v4();
+    let mut last = None;
+    for n in 1..=20 {
+        let p = (n % 2 == 0).then_some(patient);
+        let e = store.append_audit(audit(n, p)).await.unwrap();
+        assert_eq!(e.seq, n);
+        if let Some(prev) = last {
+            assert_eq!(e.prev_hash, prev);
+        } else {
+            assert_eq!(e.prev_hash, chain::GENESIS);
+        }
+        last = Some(e.hash);
+    }
+    let ok = store.verify_audit(None).await.unwrap().unwrap();
+    assert_eq!(ok.entries, 20);
+    assert_eq!(ok.last_seq, 20);
+    assert_eq!(Some(ok.last_hash), last);
+    let head = store.audit_head().await.unwrap().unwrap();
+    assert_eq!((head.seq, Some(head.hash)), (20, last));
+    assert!(store.verify_audit(Some(head)).await.unwrap().is_ok());
+
+    // Reading back gives what was written, detail included.
+    let page = store.audit_entries(5, 3).await.unwrap();
+    assert_eq!(
+        page.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![5, 6, 7]
+    );
+    assert_eq!(page[0].detail, json!({"n": 5, "route": "/api/history"}));
+    let mine = store
+        .audit_entries_for_patient(patient, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(mine.len(), 10);
+    assert!(mine
+        .iter()
+        .all(|e| e.patient == Some(patient) && e.seq % 2 == 0));
+    let later = store
+        .audit_entries_for_patient(patient, 15, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        later.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![16, 18]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_keep_one_linear_chain() {
+    let (_dir, _path, store) = fresh().await;
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    store.append_audit(audit(t * 100 + i, None)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let ok = store.verify_audit(None).await.unwrap().unwrap();
+    assert_eq!(ok.entries, 200);
+    assert_eq!(ok.last_seq, 200);
+}
+
+/// Removes the append-only triggers, as someone editing the file would.
+async fn tamper(path: &Path, sql: &str) {
+    let mut conn = raw(path).await;
+    sqlx::query("DROP TRIGGER audit_log_no_update")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("DROP TRIGGER audit_log_no_delete")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(sql).execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+}
+
+async fn ten_entries() -> (TempDir, PathBuf, Arc<dyn Store>) {
+    let (dir, path, store) = fresh().await;
+    for n in 1..=10 {
+        store.append_audit(audit(n, None)).await.unwrap();
+    }
+    (dir, path, store)
+}
+
+#[tokio::test]
+async fn the_log_is_append_only_through_sql() {
+    let (_dir, path, _store) = ten_entries().await;
+    let mut conn = raw(&path).await;
+    for sql in [
+        "UPDATE audit_log SET actor = 'x' WHERE seq = 3",
+        "DELETE FROM audit_log WHERE seq = 3",
+    ] {
+        let err = sqlx::query(sql).execute(&mut conn).await.unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn an_updated_row_is_found() {
+    let (_dir, path, store) = ten_entries().await;
+    tamper(
+        &path,
+        "UPDATE audit_log SET actor = 'mallory' WHERE seq = 4",
+    )
+    .await;
+    let broken = store.verify_audit(None).await.unwrap().unwrap_err();
+    assert_eq!(broken.seq, 4);
+    assert_eq!(broken.reason, BreakReason::HashMismatch);
+
+    // Changing only the detail's formatting is a change too.
+    let (_dir, path, store) = ten_entries().await;
+    tamper(
+        &path,
+        "UPDATE audit_log SET detail = '{\"n\": 7,\"route\":\"/api/history\"}' WHERE seq = 7",
+    )
+    .await;
+    let broken = store.verify_audit(None).await.unwrap().unwrap_err();
+    assert_eq!((broken.seq, broken.reason), (7, BreakReason::HashMismatch));
+}
+
+#[tokio::test]
+async fn a_deleted_middle_row_is_found() {
+    let (_dir, path, store) = ten_entries().await;
+    tamper(&path, "DELETE FROM audit_log WHERE seq = 6").await;
+    let broken = store.verify_audit(None).await.unwrap().unwrap_err();
+    assert_eq!(broken.seq, 6);
+    assert_eq!(broken.reason, BreakReason::Missing { next_present: 7 });
+    assert!(broken.to_string().contains("entry 6"), "{broken}");
+}
+
+#[tokio::test]
+async fn a_deleted_tail_is_found_only_against_a_recorded_head() {
+    let (_dir, path, store) = ten_entries().await;
+    let head = store.audit_head().await.unwrap().unwrap();
+    tamper(&path, "DELETE FROM audit_log WHERE seq > 8").await;
+    // The documented limit: the shortened chain is consistent in itself.
+    assert_eq!(store.verify_audit(None).await.unwrap().unwrap().entries, 8);
+    let broken = store.verify_audit(Some(head)).await.unwrap().unwrap_err();
+    assert_eq!(broken.seq, 9);
+    assert_eq!(broken.reason, BreakReason::Truncated { recorded_seq: 10 });
+}
+
+// --- outbox
+
+#[tokio::test]
+async fn enqueue_is_idempotent_by_key() {
+    let (_dir, _path, store) = fresh().await;
+    let first = store
+        .enqueue(message("grant-1", json!({"b": 1, "a": [1, 2]}), 100))
+        .await
+        .unwrap();
+    assert!(first.changed);
+    // The same message again, keys in another order: the same row.
+    let again = store
+        .enqueue(message("grant-1", json!({"a": [1, 2], "b": 1}), 200))
+        .await
+        .unwrap();
+    assert!(!again.changed);
+    assert_eq!(again.value, first.value);
+    assert_eq!(again.value.created_at, 100);
+    // The key reused for something else is refused.
+    let err = store
+        .enqueue(message("grant-1", json!({"b": 2}), 300))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                kind: ConflictKind::IdempotencyKey,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(store.due(1_000, 100).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn outbox_retries_until_delivered() {
+    let (_dir, _path, store) = fresh().await;
+    let a = store
+        .enqueue(message("a", json!(1), 100))
+        .await
+        .unwrap()
+        .value;
+    let b = store
+        .enqueue(message("b", json!(2), 50))
+        .await
+        .unwrap()
+        .value;
+    store.enqueue(message("c", json!(3), 500)).await.unwrap();
+
+    // Due by time, earliest first, bounded by the limit.
+    let due = store.due(100, 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![b.id, a.id]
+    );
+    assert_eq!(store.due(100, 1).await.unwrap()[0].id, b.id);
+
+    let long_error = "é".repeat(2000);
+    store.mark_failed(b.id, 1_000, &long_error).await.unwrap();
+    let due = store.due(100, 10).await.unwrap();
+    assert_eq!(due.iter().map(|m| m.id).collect::<Vec<_>>(), vec![a.id]);
+    let retried = store.due(1_000, 10).await.unwrap();
+    let b_now = retried.iter().find(|m| m.id == b.id).unwrap();
+    assert_eq!(b_now.attempts, 1);
+    assert_eq!(b_now.next_attempt_at, 1_000);
+    let stored_error = b_now.last_error.as_deref().unwrap();
+    assert!(stored_error.len() <= 1024 && stored_error.chars().all(|c| c == 'é'));
+
+    store.mark_delivered(b.id, 1_001).await.unwrap();
+    store.mark_delivered(b.id, 1_002).await.unwrap(); // again: no-op
+    store.mark_failed(b.id, 5_000, "late report").await.unwrap(); // ignored
+    assert!(store
+        .due(10_000, 10)
+        .await
+        .unwrap()
+        .iter()
+        .all(|m| m.id != b.id));
+
+    assert!(matches!(
+        store.mark_delivered(9_999, 1).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.mark_failed(9_999, 1, "x").await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+// --- peers and keys
+
+fn key(selector: &str, material: &[u8], expires_at: UnixMillis) -> PeerKey {
+    PeerKey {
+        fqdn: "server2.example".into(),
+        selector: selector.into(),
+        purpose: KeyPurpose::Signing,
+        algorithm: "ed25519".into(),
+        key: material.to_vec(),
+        fetched_at: 100,
+        expires_at,
+        revoked: false,
+    }
+}
+
+#[tokio::test]
+async fn peers_and_their_key_cache() {
+    let (_dir, _path, store) = fresh().await;
+    let p = store.touch_peer("server2.example", 100).await.unwrap();
+    assert_eq!(
+        (p.first_seen, p.last_seen, p.state),
+        (100, 100, PeerState::Active)
+    );
+    let p = store.touch_peer("server2.example", 300).await.unwrap();
+    assert_eq!((p.first_seen, p.last_seen), (100, 300));
+    // A clock going back does not move last_seen back.
+    let p = store.touch_peer("server2.example", 200).await.unwrap();
+    assert_eq!(p.last_seen, 300);
+    let err = store.touch_peer("Server2.Example", 1).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                kind: ConflictKind::Check,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let p = store
+        .set_peer_state("server2.example", PeerState::Blocked)
+        .await
+        .unwrap();
+    assert_eq!(p.state, PeerState::Blocked);
+    assert!(matches!(
+        store
+            .set_peer_state("nobody.example", PeerState::Active)
+            .await,
+        Err(StoreError::NotFound { what: "peer" })
+    ));
+
+    // Keys: unknown peer, insert, replace (rotation), revoke, purge.
+    let mut orphan = key("s1", b"k", 1_000);
+    orphan.fqdn = "nobody.example".into();
+    assert!(matches!(
+        store.upsert_peer_key(orphan).await,
+        Err(StoreError::NotFound { what: "peer" })
+    ));
+    store
+        .upsert_peer_key(key("s1", b"old", 1_000))
+        .await
+        .unwrap();
+    store
+        .upsert_peer_key(key("s2", b"next", 5_000))
+        .await
+        .unwrap();
+    store
+        .upsert_peer_key(key("s1", b"new", 2_000))
+        .await
+        .unwrap();
+    let keys = store.peer_keys("server2.example").await.unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].key, b"new");
+    assert_eq!(keys[0].expires_at, 2_000);
+    // An empty key is allowed only as a revocation.
+    let err = store
+        .upsert_peer_key(key("s3", b"", 1_000))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                kind: ConflictKind::Check,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let mut empty = key("s3", b"", 1_000);
+    empty.revoked = true;
+    store.upsert_peer_key(empty).await.unwrap();
+
+    store
+        .revoke_peer_key("server2.example", "s2")
+        .await
+        .unwrap();
+    let s2 = store
+        .peer_key("server2.example", "s2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(s2.revoked);
+    assert!(matches!(
+        store.revoke_peer_key("server2.example", "nope").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.purge_expired_peer_keys(2_000).await.unwrap(), 2);
+    let left = store.peer_keys("server2.example").await.unwrap();
+    assert_eq!(
+        left.iter().map(|k| k.selector.as_str()).collect::<Vec<_>>(),
+        ["s2"]
+    );
+}
+
+// --- patients, requests, grants
+
+struct Fixture {
+    _dir: TempDir,
+    store: Arc<dyn Store>,
+    patient: Uuid,
+    token: [u8; 32],
+}
+
+async fn fixture() -> Fixture {
+    let (dir, _path, store) = fresh().await;
+    let patient = Uuid::new_v4();
+    store
+        .insert_patient(Patient {
+            federation_id: patient,
+            upstream_id: 42,
+            created_at: 1,
+            moved_to: None,
+        })
+        .await
+        .unwrap();
+    store.touch_peer("server2.example", 1).await.unwrap();
+    let token = [7; 32];
+    store
+        .insert_invitation(Invitation {
+            id: Uuid::new_v4(),
+            patient,
+            token_hash: token,
+            created_at: 10,
+            expires_at: 1_000,
+            used_at: None,
+        })
+        .await
+        .unwrap();
+    Fixture {
+        _dir: dir,
+        store,
+        patient,
+        token,
+    }
+}
+
+fn new_request(f: &Fixture, key: &str) -> NewAccessRequest {
+    NewAccessRequest {
+        id: Uuid::new_v4(),
+        kind: RequestKind::Access,
+        patient: f.patient,
+        invitation_token_hash: f.token,
+        server_fqdn: "server2.example".into(),
+        doctor: "dr.who@server2.example".into(),
+        role: "doctor".into(),
+        duration_ms: 3_600_000,
+        code_hash: [9; 32],
+        created_at: 100,
+        expires_at: 600,
+        idempotency_key: key.into(),
+    }
+}
+
+fn grant_for(r: &AccessRequest) -> Grant {
+    Grant {
+        id: Uuid::new_v4(),
+        request_id: r.id,
+        patient: r.patient,
+        server_fqdn: r.server_fqdn.clone(),
+        server_key_sha256: [3; 32],
+        doctor: r.doctor.clone(),
+        role: r.role.clone(),
+        not_before: 200,
+        expires_at: 200 + r.duration_ms,
+        revoked_at: None,
+    }
+}
+
+#[tokio::test]
+async fn patients_are_unique_and_can_move() {
+    let f = fixture().await;
+    let dup = Patient {
+        federation_id: Uuid::new_v4(),
+        upstream_id: 42,
+        created_at: 2,
+        moved_to: None,
+    };
+    let err = f.store.insert_patient(dup).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                kind: ConflictKind::Unique,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // The message names the column, not the value.
+    assert!(err.to_string().contains("patients.upstream_id"), "{err}");
+    assert!(!err.to_string().contains("42"), "{err}");
+
+    let by_upstream = f.store.patient_by_upstream_id(42).await.unwrap().unwrap();
+    assert_eq!(by_upstream.federation_id, f.patient);
+    let moved = f
+        .store
+        .set_patient_moved(
+            f.patient,
+            "abc@server3.example",
+            Effects::none().with_audit(audit(1, Some(f.patient))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved.moved_to.as_deref(), Some("abc@server3.example"));
+    assert_eq!(f.store.audit_entries(1, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_request_uses_up_its_invitation_and_replays_idempotently() {
+    let f = fixture().await;
+    let req = new_request(&f, "req-1");
+    let created = f
+        .store
+        .create_access_request(
+            req.clone(),
+            Effects::none().with_audit(audit(1, Some(f.patient))),
+        )
+        .await
+        .unwrap();
+    assert!(created.changed);
+    assert_eq!(created.value.state, RequestState::Pending);
+    assert_eq!(created.value.attempts, 0);
+    let inv = f
+        .store
+        .invitation_by_token_hash(f.token)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(inv.used_at, Some(100));
+
+    // The peer retries: same row, no second audit entry.
+    let replay = f
+        .store
+        .create_access_request(
+            NewAccessRequest {
+                id: Uuid::new_v4(),
+                ..req.clone()
+            },
+            Effects::none().with_audit(audit(2, Some(f.patient))),
+        )
+        .await
+        .unwrap();
+    assert!(!replay.changed);
+    assert_eq!(replay.value.id, created.value.id);
+    assert_eq!(f.store.audit_entries(1, 10).await.unwrap().len(), 1);
+
+    // Same key, different request: refused.
+    let err = f
+        .store
+        .create_access_request(
+            NewAccessRequest {
+                role: "nurse".into(),
+                ..req.clone()
+            },
+            Effects::none(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        StoreError::Conflict {
+            kind: ConflictKind::IdempotencyKey,
+            ..
+        }
+    ));
+
+    // A new request on the used invitation: no live invitation.
+    let err = f
+        .store
+        .create_access_request(new_request(&f, "req-2"), Effects::none())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::NotFound {
+                what: "live invitation"
+            }
+        ),
+        "{err:?}"
+    );
+
+    let pending = f
+        .store
+        .pending_requests_for_patient(f.patient)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1);
+}
+
+#[tokio::test]
+async fn wrong_codes_void_the_request() {
+    let f = fixture().await;
+    let r = f
+        .store
+        .create_access_request(new_request(&f, "k"), Effects::none())
+        .await
+        .unwrap()
+        .value;
+    let once = f
+        .store
+        .record_wrong_code(r.id, 3, 110, Effects::none())
+        .await
+        .unwrap();
+    assert_eq!((once.attempts, once.state), (1, RequestState::Pending));
+    f.store
+        .record_wrong_code(r.id, 3, 120, Effects::none())
+        .await
+        .unwrap();
+    let voided = f
+        .store
+        .record_wrong_code(r.id, 3, 130, Effects::none())
+        .await
+        .unwrap();
+    assert_eq!((voided.attempts, voided.state), (3, RequestState::Voided));
+    assert_eq!(voided.decided_at, Some(130));
+    let err = f
+        .store
+        .record_wrong_code(r.id, 3, 140, Effects::none())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                kind: ConflictKind::State,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = f
+        .store
+        .approve_request(grant_for(&r), 150, Effects::none())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                kind: ConflictKind::State,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(f
+        .store
+        .grants_for_patient(f.patient)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn approval_creates_a_grant_with_its_effects_atomically() {
+    let f = fixture().await;
+    let r = f
+        .store
+        .create_access_request(new_request(&f, "k"), Effects::none())
+        .await
+        .unwrap()
+        .value;
+    // A prior message holds the key the approval's message will reuse.
+    f.store
+        .enqueue(message("token-k", json!("other"), 1))
+        .await
+        .unwrap();
+
+    // The effect conflicts: nothing of the approval may remain.
+    let effects = Effects::none()
+        .with_outbox(message("token-k", json!({"token": "T"}), 200))
+        .with_audit(audit(1, Some(f.patient)));
+    let err = f
+        .store
+        .approve_request(grant_for(&r), 200, effects)
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        StoreError::Conflict {
+            kind: ConflictKind::IdempotencyKey,
+            ..
+        }
+    ));
+    let still = f.store.access_request(r.id).await.unwrap().unwrap();
+    assert_eq!(still.state, RequestState::Pending);
+    assert!(f
+        .store
+        .grants_for_patient(f.patient)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(f.store.audit_head().await.unwrap().is_none());
+
+    // A grant for someone else is refused.
+    let mut wrong = grant_for(&r);
+    wrong.doctor = "other@server2.example".into();
+    assert!(f
+        .store
+        .approve_request(wrong, 200, Effects::none())
+        .await
+        .is_err());
+
+    // Expired requests cannot be approved.
+    assert!(matches!(
+        f.store
+            .approve_request(grant_for(&r), 600, Effects::none())
+            .await,
+        Err(StoreError::Conflict {
+            kind: ConflictKind::State,
+            ..
+        })
+    ));
+
+    let effects = Effects::none()
+        .with_outbox(message("token-k2", json!({"token": "T"}), 200))
+        .with_audit(audit(1, Some(f.patient)));
+    let g = f
+        .store
+        .approve_request(grant_for(&r), 200, effects)
+        .await
+        .unwrap();
+    assert_eq!(f.store.grant(g.id).await.unwrap(), Some(g.clone()));
+    let approved = f.store.access_request(r.id).await.unwrap().unwrap();
+    assert_eq!(
+        (approved.state, approved.decided_at),
+        (RequestState::Approved, Some(200))
+    );
+    assert_eq!(f.store.due(200, 10).await.unwrap().len(), 2);
+    assert_eq!(f.store.audit_head().await.unwrap().map(|h| h.seq), Some(1));
+    assert!(f
+        .store
+        .pending_requests_for_patient(f.patient)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Approving twice is refused; the one grant stays.
+    assert!(f
+        .store
+        .approve_request(grant_for(&r), 210, Effects::none())
+        .await
+        .is_err());
+    assert_eq!(
+        f.store.grants_for_patient(f.patient).await.unwrap().len(),
+        1
+    );
+
+    // Revocation keeps the first time and is idempotent.
+    let first = f
+        .store
+        .revoke_grant(
+            g.id,
+            300,
+            Effects::none().with_audit(audit(2, Some(f.patient))),
+        )
+        .await
+        .unwrap();
+    assert!(first.changed);
+    assert_eq!(first.value.revoked_at, Some(300));
+    assert!(!first.value.is_live(250));
+    let second = f
+        .store
+        .revoke_grant(
+            g.id,
+            400,
+            Effects::none().with_audit(audit(3, Some(f.patient))),
+        )
+        .await
+        .unwrap();
+    assert!(!second.changed);
+    assert_eq!(second.value.revoked_at, Some(300));
+    assert_eq!(f.store.audit_head().await.unwrap().map(|h| h.seq), Some(2));
+    assert!(matches!(
+        f.store
+            .revoke_grant(Uuid::new_v4(), 1, Effects::none())
+            .await,
+        Err(StoreError::NotFound { what: "grant" })
+    ));
+    assert!(f.store.verify_audit(None).await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn closing_a_request() {
+    let f = fixture().await;
+    let r = f
+        .store
+        .create_access_request(new_request(&f, "k"), Effects::none())
+        .await
+        .unwrap()
+        .value;
+    assert!(matches!(
+        f.store
+            .close_request(r.id, RequestState::Approved, 1, Effects::none())
+            .await,
+        Err(StoreError::Conflict {
+            kind: ConflictKind::State,
+            ..
+        })
+    ));
+    let denied = f
+        .store
+        .close_request(r.id, RequestState::Denied, 150, Effects::none())
+        .await
+        .unwrap();
+    assert_eq!(
+        (denied.state, denied.decided_at),
+        (RequestState::Denied, Some(150))
+    );
+    assert!(matches!(
+        f.store
+            .close_request(r.id, RequestState::Expired, 160, Effects::none())
+            .await,
+        Err(StoreError::Conflict {
+            kind: ConflictKind::State,
+            ..
+        })
+    ));
+    assert!(matches!(
+        f.store
+            .close_request(Uuid::new_v4(), RequestState::Denied, 1, Effects::none())
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+// --- error classification from real SQLite errors
+
+#[tokio::test]
+async fn a_held_write_lock_is_busy() {
+    let (_dir, path, _store) = fresh().await;
+    let mut holder = raw(&path).await;
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let mut other = SqliteConnectOptions::new()
+        .filename(&path)
+        .busy_timeout(std::time::Duration::ZERO)
+        .connect()
+        .await
+        .unwrap();
+    let err = sqlx::query("INSERT INTO peers (fqdn, first_seen, last_seen) VALUES ('a.b', 1, 1)")
+        .execute(&mut other)
+        .await
+        .unwrap_err();
+    let err = StoreError::from(err);
+    assert!(matches!(err, StoreError::Busy), "{err:?}");
+    assert!(err.is_transient());
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+}
+
+#[tokio::test]
+async fn corrupt_values_are_reported_as_corrupt() {
+    let (_dir, path, store) = fresh().await;
+    store.touch_peer("server2.example", 1).await.unwrap();
+    // A value the CHECK would refuse, written with checks off.
+    let mut conn = raw(&path).await;
+    sqlx::query("PRAGMA ignore_check_constraints = ON")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE peers SET state = 'weird'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let err = store.peer("server2.example").await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("unknown peer state"), "{err}");
+    let rows = sqlx::query("SELECT count(*) AS n FROM peers")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rows.get::<i64, _>("n"), 1);
+}
