@@ -120,7 +120,10 @@ fn main() -> ExitCode {
                 let report = mdgate::store::migrate(&cfg.store)
                     .await
                     .map_err(|e| e.to_string())?;
-                println!("mdgate: {report}");
+                for (version, description) in &report.applied {
+                    println!("mdgate: applied migration {version}: {description}");
+                }
+                println!("mdgate: store schema is at version {}", report.current);
                 Ok(())
             })
         }
