@@ -1,8 +1,9 @@
 # mdgate container image.
 #
 #   docker build -t mdgate .
-#   docker run -d --name mdgate \
-#     -v /srv/mdgate/etc:/etc/mdgate:ro -v mdgate-state:/var/lib/mdgate \
+#   docker run -d --name mdgate --stop-timeout 45 \
+#     --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges \
+#     -v /srv/mdgate/etc:/etc/mdgate:ro -v /srv/mdgate/state:/var/lib/mdgate \
 #     -p 443:443 -p 8443:8443 -p 127.0.0.1:9090:9090 mdgate
 #
 # See docs/operations.md, "Running in a container", for the configuration
@@ -49,11 +50,11 @@ FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/mdgate /usr/local/bin/mdgate
 # Every key with its default and meaning. The image has no default
 # configuration: mount your own at /etc/mdgate/mdgate.toml. To read this one:
-#   docker cp "$(docker create mdgate)":/usr/share/doc/mdgate/config.example.toml .
+#   id=$(docker create mdgate) && docker cp "$id":/usr/share/doc/mdgate/config.example.toml . && docker rm "$id"
 COPY --from=build /src/config.example.toml /usr/share/doc/mdgate/config.example.toml
 # The store directory, owned by the runtime user. A new named volume starts
 # as a copy of it (owner included); a bind-mounted host directory must be
-# chowned to 65532:65532 by hand.
+# chowned to 65532:65532 by hand (docs/operations.md shows both).
 COPY --from=build --chown=65532:65532 /out/state/ /var/lib/mdgate/
 
 USER 65532:65532
