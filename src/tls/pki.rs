@@ -130,6 +130,13 @@ pub fn self_signed_with(spec: &LeafSpec) -> Result<(String, String), PkiError> {
     Ok((cert.pem(), key.serialize_pem()))
 }
 
+/// A self-signed certificate for an existing PKCS#8 private key (renewing
+/// a certificate without changing the pinned key). Returns the cert PEM.
+pub fn self_signed_with_key(spec: &LeafSpec, key_pem: &str) -> Result<String, PkiError> {
+    let key = KeyPair::from_pem(key_pem)?;
+    Ok(spec.params().self_signed(&key)?.pem())
+}
+
 impl TestCa {
     /// A new CA with a fresh P-256 key, valid from an hour ago for a year.
     pub fn new() -> Result<Self, PkiError> {
@@ -166,10 +173,20 @@ impl TestCa {
     /// Issues a leaf from an explicit spec (any SANs, any dates).
     pub fn issue_with(&self, spec: &LeafSpec) -> Result<(String, String), PkiError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let cert = self.sign(spec, &key)?;
+        Ok((cert, key.serialize_pem()))
+    }
+
+    /// Issues a leaf for an existing PKCS#8 private key. Returns the cert
+    /// PEM.
+    pub fn issue_for_key(&self, spec: &LeafSpec, key_pem: &str) -> Result<String, PkiError> {
+        self.sign(spec, &KeyPair::from_pem(key_pem)?)
+    }
+
+    fn sign(&self, spec: &LeafSpec, key: &KeyPair) -> Result<String, PkiError> {
         let mut params = spec.params();
         params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(&key, &self.cert, &self.key)?;
-        Ok((cert.pem(), key.serialize_pem()))
+        Ok(params.signed_by(key, &self.cert, &self.key)?.pem())
     }
 }
 
