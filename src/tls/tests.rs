@@ -183,11 +183,13 @@ async fn public_config_negotiates_alpn_and_versions() {
     let certs = reloader(dir.path(), "public", &ca.issue(&[SERVER]).unwrap());
     let server = public_server_config(certs).unwrap();
 
-    let cases: [(
-        &[&[u8]],
-        Option<&[u8]>,
+    // (ALPN offered by the client, protocol expected, TLS version)
+    type Case = (
+        &'static [&'static [u8]],
+        Option<&'static [u8]>,
         &'static rustls::SupportedProtocolVersion,
-    ); 5] = [
+    );
+    let cases: [Case; 5] = [
         (&[b"h2", b"http/1.1"], Some(b"h2"), &TLS13),
         (&[b"http/1.1", b"h2"], Some(b"h2"), &TLS13),
         (&[b"http/1.1"], Some(b"http/1.1"), &TLS13),
