@@ -807,3 +807,82 @@ fn write_private_creates_0600_and_never_overwrites() {
     assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
     assert_eq!(fs::read(&path).unwrap(), b"secret");
 }
+
+// ---------------------------------------------------------------- cost
+
+/// Server-side CPU of full mutual-TLS handshakes through our configs (pinned
+/// and CA paths), in memory. Run with
+/// `cargo test --release --lib tls::tests::handshake_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement, not a check"]
+fn handshake_cost() {
+    use rustls::client::Resumption;
+    use rustls::{ClientConnection, ServerConnection};
+    use std::time::Instant;
+
+    let ca = TestCa::new().unwrap();
+    let dir = TempDir::new().unwrap();
+    let peer_ca = ca.issue(&[PEER]).unwrap();
+    let peer_pinned = pki::self_signed(PEER).unwrap();
+    for (label, pair, trust) in [
+        ("CA", &peer_ca, verifier(Some(roots(&ca)), None)),
+        (
+            "pinned",
+            &peer_pinned,
+            verifier(None, pins(&[spki(&peer_pinned.0)])),
+        ),
+    ] {
+        let fed = federation(Some(&ca), trust);
+        let mut client = (*peer_client(dir.path(), pair, verifier(Some(roots(&ca)), None))).clone();
+        client.resumption = Resumption::disabled();
+        let client = Arc::new(client);
+        let name = ServerName::try_from(SERVER).unwrap();
+        let n = 500;
+        let mut server_time = Duration::ZERO;
+        let start = Instant::now();
+        for _ in 0..n {
+            let mut c = ClientConnection::new(client.clone(), name.clone()).unwrap();
+            let mut s = ServerConnection::new(fed.config.clone()).unwrap();
+            let mut buf = Vec::new();
+            while c.is_handshaking() || s.is_handshaking() {
+                buf.clear();
+                while c.wants_write() {
+                    c.write_tls(&mut buf).unwrap();
+                }
+                let t = Instant::now();
+                let mut rd = &buf[..];
+                while !rd.is_empty() {
+                    s.read_tls(&mut rd).unwrap();
+                    s.process_new_packets().unwrap();
+                }
+                buf.clear();
+                while s.wants_write() {
+                    s.write_tls(&mut buf).unwrap();
+                }
+                server_time += t.elapsed();
+                let mut rd = &buf[..];
+                while !rd.is_empty() {
+                    c.read_tls(&mut rd).unwrap();
+                    c.process_new_packets().unwrap();
+                }
+            }
+            assert!(peer_identity(&s.peer_certificates().unwrap()[0]).is_ok());
+        }
+        let total = start.elapsed();
+        let leaf = der(&pair.0);
+        let t = Instant::now();
+        for _ in 0..10_000 {
+            std::hint::black_box(super::identity::inspect(std::hint::black_box(&leaf)).is_ok());
+        }
+        println!(
+            "{label}: leaf inspection (x509-parser) {:.1} µs",
+            t.elapsed().as_micros() as f64 / 10_000.0
+        );
+        println!(
+            "{label}: server {:.0} µs/handshake ({:.0}/s on one core), client+server {:.0} µs",
+            server_time.as_micros() as f64 / n as f64,
+            n as f64 / server_time.as_secs_f64(),
+            total.as_micros() as f64 / n as f64,
+        );
+    }
+}
