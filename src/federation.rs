@@ -45,7 +45,7 @@ impl Federation {
                 self.metrics.rejected(conn.listener, err.reason());
                 tracing::info!(
                     request.id = request_id.to_str().unwrap_or(""),
-                    peer.fqdn = conn.peer.as_ref().map(|p| &*p.fqdn).unwrap_or("-"),
+                    peer.fqdn = conn.peer.as_ref().map(|p| p.fqdn()).unwrap_or("-"),
                     reason = err.reason(),
                     "federation request refused: {err}"
                 );
@@ -85,7 +85,7 @@ impl Federation {
     fn identity(&self, conn: &ConnInfo) -> Response<ProxyBody> {
         let body = serde_json::json!({
             "server": &*self.fqdn,
-            "peer": conn.peer.as_ref().map(|p| p.fqdn.to_string()),
+            "peer": conn.peer.as_ref().map(|p| p.fqdn().to_owned()),
         });
         let mut resp = Response::new(ProxyBody::full(body.to_string()));
         *resp.status_mut() = StatusCode::OK;

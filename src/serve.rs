@@ -63,8 +63,9 @@ struct ListenerSpec {
     name: &'static str,
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: Limits,
-    /// Whether the peer's certificate identity must be extracted.
-    federation: bool,
+    /// On the federation listener: the verifier, to extract the peer's
+    /// identity and to re-check it on resumed sessions.
+    verifier: Option<Arc<tls::PeerVerifier>>,
 }
 
 /// A started mdgate: addresses, reload and shutdown.
@@ -135,35 +136,38 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
 
     // TLS material, validated before any socket is bound.
     let mut reloadable = Vec::new();
+    let mut federation_verifier = None;
     let public_tls = match &config.public.tls {
         Some(files) => {
-            let certs = CertReloader::load(files).map_err(|source| ServeError::Tls {
+            let tls_err = |source| ServeError::Tls {
                 listener: "public",
                 source,
-            })?;
-            let acceptor =
-                tokio_rustls::TlsAcceptor::from(tls::public_server_config(certs.clone()));
+            };
+            let certs = Arc::new(CertReloader::new(files.clone()).map_err(tls_err)?);
+            let server = tls::public_server_config(certs.clone()).map_err(tls_err)?;
             reloadable.push(("public", certs.clone()));
-            Some(ListenerTls { acceptor, certs })
+            Some(ListenerTls {
+                acceptor: tokio_rustls::TlsAcceptor::from(server),
+                certs,
+            })
         }
         None => None,
     };
     let federation_tls = match &config.federation {
         Some(fed) => {
-            let certs = CertReloader::load(&fed.tls).map_err(|source| ServeError::Tls {
+            let tls_err = |source| ServeError::Tls {
                 listener: "federation",
                 source,
-            })?;
-            let verifier = tls::client_verifier(&fed.trust).map_err(|source| ServeError::Tls {
-                listener: "federation",
-                source,
-            })?;
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls::federation_server_config(
-                certs.clone(),
-                verifier,
-            ));
+            };
+            let certs = Arc::new(CertReloader::new(fed.tls.clone()).map_err(tls_err)?);
+            let verifier = Arc::new(tls::PeerVerifier::from_trust(&fed.trust).map_err(tls_err)?);
+            federation_verifier = Some(verifier.clone());
+            let server = tls::federation_server_config(certs.clone(), verifier).map_err(tls_err)?;
             reloadable.push(("federation", certs.clone()));
-            Some(ListenerTls { acceptor, certs })
+            Some(ListenerTls {
+                acceptor: tokio_rustls::TlsAcceptor::from(server),
+                certs,
+            })
         }
         None => None,
     };
@@ -214,13 +218,13 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         name: "public",
         tls: public_tls.as_ref().map(|t| t.acceptor.clone()),
         limits: config.public.limits.clone(),
-        federation: false,
+        verifier: None,
     };
     let federation_spec = config.federation.as_ref().map(|fed| ListenerSpec {
         name: "federation",
         tls: federation_tls.as_ref().map(|t| t.acceptor.clone()),
         limits: fed.limits.clone(),
-        federation: true,
+        verifier: federation_verifier.clone(),
     });
     let federation = Arc::new(Federation::new(&config.server.fqdn, metrics.clone()));
     let mut federation_socks = federation_socks.into_iter();
@@ -451,25 +455,19 @@ async fn serve_one(
         .server_name()
         .map(|s| Arc::from(s.to_ascii_lowercase()));
     let h2 = session.alpn_protocol() == Some(b"h2");
-    let peer = if spec.federation {
-        let identity = session
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .ok_or(tls::IdentityError::NoCertificate)
-            .and_then(tls::peer_identity);
-        match identity {
+    let peer = match &spec.verifier {
+        Some(verifier) => match federation_identity(session, verifier) {
             Ok(p) => {
-                tracing::Span::current().record("peer.fqdn", &*p.fqdn);
+                tracing::Span::current().record("peer.fqdn", p.fqdn());
                 Some(p)
             }
-            Err(e) => {
-                metrics.handshake_failure(spec.name, "identity");
-                tracing::info!(reason = "identity", error = %e, "peer certificate has no usable identity");
+            Err((reason, detail)) => {
+                metrics.handshake_failure(spec.name, reason);
+                tracing::info!(reason, error = %detail, "peer refused after the handshake");
                 return;
             }
-        }
-    } else {
-        None
+        },
+        None => None,
     };
     let info = Arc::new(ConnInfo {
         listener: spec.name,
@@ -479,6 +477,31 @@ async fn serve_one(
         peer,
     });
     conn::serve_http(tls, info, handler, &spec.limits, h2, shutdown).await;
+}
+
+/// The identity of an authenticated federation peer. A full handshake
+/// already ran the verifier; a resumed one did not (the ticket carries the
+/// chain), so trust and validity are checked again against the current
+/// trust and time.
+fn federation_identity(
+    session: &rustls::ServerConnection,
+    verifier: &tls::PeerVerifier,
+) -> Result<tls::PeerId, (&'static str, String)> {
+    let chain = session.peer_certificates().unwrap_or(&[]);
+    if session.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+        return verifier
+            .recheck(chain, None, rustls::pki_types::UnixTime::now())
+            .map_err(|e| {
+                (
+                    tls::HandshakeFailure::from_rustls(&e).as_str(),
+                    e.to_string(),
+                )
+            });
+    }
+    let leaf = chain
+        .first()
+        .ok_or(("no_client_cert", "no client certificate".to_owned()))?;
+    tls::peer_identity(leaf).map_err(|e| ("identity", e.to_string()))
 }
 
 /// Marks the upstream ready when it answers `HEAD /`, every few seconds.
