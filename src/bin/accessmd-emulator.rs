@@ -14,7 +14,7 @@ use mdgate::emulator::{Emulator, EmulatorOptions, Fidelity};
 /// memory. TEST AND DEMO TOOL ONLY: it stores plaintext passwords, forgets
 /// everything on exit and must never face real users or real data.
 #[derive(Debug, Parser)]
-#[command(name = "accessmd-emulator", version, about, long_about = None)]
+#[command(name = "accessmd-emulator", version)]
 struct Args {
     /// Address to serve the emulated access.md API on.
     #[arg(long, default_value = "127.0.0.1:7000")]
