@@ -241,9 +241,7 @@ mod tests {
             .str("telephoneNumber", None)
             .double("height", 0.0)
             .bool("obesity", false)
-            .with("medications", |out| {
-                write_array(out, ["x"], |o, m| write_str(o, m))
-            });
+            .with("medications", |out| write_array(out, ["x"], write_str));
         o.close();
         assert_eq!(
             s,

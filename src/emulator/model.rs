@@ -1113,7 +1113,7 @@ mod tests {
         let mut s = store();
         let long = "x".repeat(256);
         assert_eq!(s.sign_up(user(&long), NOW), Err(Fault::Commit));
-        assert!(s.by_username.get(&long).is_none());
+        assert!(!s.by_username.contains_key(&long));
         assert_eq!(s.next_id, 4, "patient and profile ids are spent");
         assert_eq!(s.sign_up(user(&"é".repeat(255)), NOW), Ok(Signup::Created));
     }

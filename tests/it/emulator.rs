@@ -71,7 +71,10 @@ fn is_jetty_session_id(value: &str) -> bool {
 }
 
 /// A doctor with one linked patient, and a question asked to that patient.
-async fn doctor_with_patient(up: &Upstream, tag: &str) -> (crate::support::Identity, crate::support::Identity) {
+async fn doctor_with_patient(
+    up: &Upstream,
+    tag: &str,
+) -> (crate::support::Identity, crate::support::Identity) {
     let doctor = up.doctor(&format!("{tag}-dr")).await;
     let patient = up.patient(&format!("{tag}-pt")).await;
     up.link(&doctor, &patient).await;
@@ -88,7 +91,9 @@ async fn ask(doctor: &Client, patient: i64, body: Value) -> i64 {
         .get(&format!("/api/doctor/patient/{patient}/question"))
         .await
         .json();
-    list.as_array().unwrap().last().unwrap()["id"].as_i64().unwrap()
+    list.as_array().unwrap().last().unwrap()["id"]
+        .as_i64()
+        .unwrap()
 }
 
 // ---------------------------------------------------------------- sessions
@@ -108,8 +113,13 @@ async fn protected_request_without_session_mints_cookie_and_answers_401_html() {
     let value = resp.session_cookie().unwrap();
     assert!(is_jetty_session_id(&value), "{value}");
     assert_eq!(cookies[0], format!("JSESSIONID={value}; Path=/; HttpOnly"));
-    assert_eq!(resp.header("expires"), Some("Thu, 01 Jan 1970 00:00:00 GMT"));
-    assert!(resp.text().starts_with("<!DOCTYPE html>\n<html>\n    <head>"));
+    assert_eq!(
+        resp.header("expires"),
+        Some("Thu, 01 Jan 1970 00:00:00 GMT")
+    );
+    assert!(resp
+        .text()
+        .starts_with("<!DOCTYPE html>\n<html>\n    <head>"));
 }
 
 #[tokio::test]
@@ -168,9 +178,16 @@ async fn login_without_cookie_returns_user_json_and_a_new_session() {
         r#"{{"id":{},"creationDate":{},"updateDate":{},"username":"{username}","userRole":"ROLE_PATIENT","telephoneNumber":null,"firstName":"A","lastName":"B"}}"#,
         user["id"], user["creationDate"], user["updateDate"]
     );
-    assert_eq!(resp.text(), expected, "no password, nulls written, field order");
+    assert_eq!(
+        resp.text(),
+        expected,
+        "no password, nulls written, field order"
+    );
     assert!(user["creationDate"].as_i64().unwrap() > 1_600_000_000_000);
-    assert_eq!(client.get("/api/patient/profile").await.status, StatusCode::OK);
+    assert_eq!(
+        client.get("/api/patient/profile").await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -183,16 +200,25 @@ async fn login_with_live_cookie_authenticates_that_session_without_rotation() {
     let minted = client.session().unwrap();
     let login = client.login(&patient.username, &patient.password).await;
     assert_eq!(login.status, StatusCode::OK);
-    assert!(login.set_cookies().is_empty(), "no Set-Cookie on login with a live session");
+    assert!(
+        login.set_cookies().is_empty(),
+        "no Set-Cookie on login with a live session"
+    );
     assert_eq!(client.session().unwrap(), minted);
-    assert_eq!(client.get("/api/patient/profile").await.status, StatusCode::OK);
+    assert_eq!(
+        client.get("/api/patient/profile").await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
 async fn failed_login_is_403_login_page_without_cookie() {
     let up = Upstream::start().await;
     let patient = up.patient("badlogin").await;
-    for (user, pw) in [(patient.username.as_str(), "wrong"), ("nobody-at-all-x", "pw")] {
+    for (user, pw) in [
+        (patient.username.as_str(), "wrong"),
+        ("nobody-at-all-x", "pw"),
+    ] {
         let client = up.client();
         let resp = client.login(user, pw).await;
         resp.assert_login_page(StatusCode::FORBIDDEN);
@@ -201,7 +227,10 @@ async fn failed_login_is_403_login_page_without_cookie() {
     // A failed login leaves an authenticated session as it was.
     let resp = patient.client.login(&patient.username, "wrong").await;
     resp.assert_login_page(StatusCode::FORBIDDEN);
-    assert_eq!(patient.client.get("/api/patient/profile").await.status, StatusCode::OK);
+    assert_eq!(
+        patient.client.get("/api/patient/profile").await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -217,7 +246,10 @@ async fn there_is_no_logout_or_password_route() {
         let resp = patient.client.call(method, path).send().await;
         assert_eq!(resp.status, StatusCode::NOT_FOUND, "{path}");
     }
-    assert_eq!(patient.client.get("/api/patient/profile").await.status, StatusCode::OK);
+    assert_eq!(
+        patient.client.get("/api/patient/profile").await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -244,7 +276,11 @@ async fn restart_drops_every_session_but_keeps_data() {
     resp.assert_login_page(StatusCode::UNAUTHORIZED);
     assert_ne!(resp.session_cookie().unwrap(), old);
     assert_eq!(
-        patient.client.login(&patient.username, &patient.password).await.status,
+        patient
+            .client
+            .login(&patient.username, &patient.password)
+            .await
+            .status,
         StatusCode::OK
     );
     let profile = patient.client.get("/api/patient/profile").await.json();
@@ -322,7 +358,11 @@ async fn role_sets_match_the_route_table_with_401_for_any_wrong_role() {
                 .await;
             let allowed = roles.is_empty() || roles.contains(&who);
             if allowed {
-                assert_ne!(resp.status, StatusCode::UNAUTHORIZED, "{who} {method} {path}");
+                assert_ne!(
+                    resp.status,
+                    StatusCode::UNAUTHORIZED,
+                    "{who} {method} {path}"
+                );
             } else {
                 resp.assert_login_page(StatusCode::UNAUTHORIZED);
             }
@@ -333,11 +373,19 @@ async fn role_sets_match_the_route_table_with_401_for_any_wrong_role() {
 #[tokio::test]
 async fn head_on_a_get_route_is_200_empty_without_auth() {
     let up = Upstream::start().await;
-    for path in ["/api/doctor/feed", "/api/symptom/codes", "/admin/dashboard", "/api/doctor/patient/x"] {
+    for path in [
+        "/api/doctor/feed",
+        "/api/symptom/codes",
+        "/admin/dashboard",
+        "/api/doctor/patient/x",
+    ] {
         let resp = up.client().call(Method::HEAD, path).send().await;
         assert_eq!(resp.status, StatusCode::OK, "{path}");
         assert!(resp.body.is_empty());
-        assert!(resp.set_cookies().is_empty(), "no access manager, no session");
+        assert!(
+            resp.set_cookies().is_empty(),
+            "no access manager, no session"
+        );
         assert_eq!(resp.header("server"), Some("Javalin"));
     }
     let resp = up.client().call(Method::HEAD, "/api/login").send().await;
@@ -391,8 +439,14 @@ async fn trailing_slashes_are_ignored() {
         .send()
         .await;
     assert_eq!(resp.status, StatusCode::OK);
-    assert_eq!(client.get("/api/patient/profile/").await.status, StatusCode::OK);
-    assert_eq!(up.client().get("/api/symptom/codes//").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        client.get("/api/patient/profile/").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        up.client().get("/api/symptom/codes//").await.status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
@@ -428,7 +482,10 @@ async fn non_numeric_path_ids_are_400p_but_auth_comes_first() {
         .assert_400("Path parameter 'id' with value '1.5' is not a valid Long");
     doctor
         .client
-        .call(Method::PUT, &format!("/api/doctor/patient/{}/symptom/abc/seen", patient.id))
+        .call(
+            Method::PUT,
+            &format!("/api/doctor/patient/{}/symptom/abc/seen", patient.id),
+        )
         .send()
         .await
         .assert_400("Path parameter 'symptom_id' with value 'abc' is not a valid Long");
@@ -468,7 +525,10 @@ async fn malformed_escape_in_a_path_parameter_is_500_before_the_access_check() {
     resp.assert_500_text(
         "URLDecoder: Illegal hex characters in escape (%) pattern - For input string: \"zz\"",
     );
-    assert!(resp.set_cookies().is_empty(), "the access manager never ran");
+    assert!(
+        resp.set_cookies().is_empty(),
+        "the access manager never ran"
+    );
 }
 
 #[tokio::test]
@@ -480,8 +540,13 @@ async fn server_header_is_on_every_response() {
         up.client().get("/api/doctor/feed").await,
         up.client().get("/nope").await,
         doctor.client.get("/api/doctor/patient/999999999").await,
-        doctor.client.get("/api/doctor/patient/999999999/profile").await,
-        up.client().post_json("/api/login", &json!({"bad": 1})).await,
+        doctor
+            .client
+            .get("/api/doctor/patient/999999999/profile")
+            .await,
+        up.client()
+            .post_json("/api/login", &json!({"bad": 1}))
+            .await,
     ];
     for resp in responses {
         assert_eq!(resp.header("server"), Some("Javalin"), "{}", resp.status);
@@ -513,7 +578,11 @@ async fn large_bodies_are_gzipped_when_accepted() {
         .header("Accept-Encoding", "gzip")
         .send()
         .await;
-    assert_eq!(page.header("content-encoding"), Some("gzip"), "the login page is several KB");
+    assert_eq!(
+        page.header("content-encoding"),
+        Some("gzip"),
+        "the login page is several KB"
+    );
     page.assert_login_page(StatusCode::UNAUTHORIZED);
     assert!(page.decoded().len() >= 1500);
 
@@ -549,7 +618,9 @@ async fn icpc_codes_by_language_with_english_fallback() {
     let list: Vec<Value> = serde_json::from_slice(ICPC_EN).unwrap();
     assert_eq!(list.len(), 308);
     let keys = element_keys(std::str::from_utf8(ICPC_EN).unwrap());
-    assert!(keys.iter().all(|k| k == &["code", "title", "type", "category"]));
+    assert!(keys
+        .iter()
+        .all(|k| k == &["code", "title", "type", "category"]));
 }
 
 // ------------------------------------------------------------ admin
@@ -589,7 +660,9 @@ async fn random_admin_password_is_16_alphanumerics() {
     let password = emulator.admin_password().to_owned();
     assert_eq!(password.len(), 16);
     assert!(password.bytes().all(|b| b.is_ascii_alphanumeric()));
-    let resp = Client::new(&emulator.base_url()).login("admin", &password).await;
+    let resp = Client::new(&emulator.base_url())
+        .login("admin", &password)
+        .await;
     assert_eq!(resp.status, StatusCode::OK);
     assert_eq!(resp.json()["id"], 1);
     emulator.shutdown().await;
@@ -601,17 +674,26 @@ async fn admin_creates_doctors_without_uniqueness_and_duplicates_break_login() {
     let admin = up.admin().await;
     let name = unique("twin");
     let body = json!({"username": name, "password": "pw", "firstName": "A", "lastName": "B"});
-    admin.post_json("/api/admin/doctor", &body).await.assert_empty_200();
+    admin
+        .post_json("/api/admin/doctor", &body)
+        .await
+        .assert_empty_200();
     let client = up.client();
     let resp = client.login(&name, "pw").await;
     assert_eq!(resp.json()["userRole"], "ROLE_DOCTOR");
-    admin.post_json("/api/admin/doctor", &body).await.assert_empty_200();
+    admin
+        .post_json("/api/admin/doctor", &body)
+        .await
+        .assert_empty_200();
     up.client()
         .login(&name, "pw")
         .await
         .assert_500_text("query did not return a unique result: 2");
     up.client()
-        .post_json("/api/patient/signup", &json!({"username": name, "password": "x"}))
+        .post_json(
+            "/api/patient/signup",
+            &json!({"username": name, "password": "x"}),
+        )
         .await
         .assert_500_text("query did not return a unique result: 2");
     // The role in the body is ignored.
@@ -623,7 +705,10 @@ async fn admin_creates_doctors_without_uniqueness_and_duplicates_break_login() {
         )
         .await
         .assert_empty_200();
-    assert_eq!(up.client().login(&other, "pw").await.json()["userRole"], "ROLE_DOCTOR");
+    assert_eq!(
+        up.client().login(&other, "pw").await.json()["userRole"],
+        "ROLE_DOCTOR"
+    );
 }
 
 #[tokio::test]
@@ -681,7 +766,10 @@ async fn signup_with_a_taken_username_is_400_with_an_empty_body() {
     // The admin's name is taken too.
     let resp = up
         .client()
-        .post_json("/api/patient/signup", &json!({"username": "admin", "password": "x"}))
+        .post_json(
+            "/api/patient/signup",
+            &json!({"username": "admin", "password": "x"}),
+        )
         .await;
     assert_eq!(resp.status, StatusCode::BAD_REQUEST);
     assert!(resp.body.is_empty());
@@ -696,16 +784,76 @@ async fn unknown_json_keys_are_400_couldnt_deserialize_everywhere() {
     let admin = up.admin().await;
     let pid = patient.id;
     let cases: Vec<(&Client, Method, String, Value, &str)> = vec![
-        (&patient.client, Method::POST, "/api/login".into(), json!({"username": "a", "remember": true}), "SignInRequest"),
-        (&patient.client, Method::POST, "/api/patient/signup".into(), json!({"username": "a", "confirmPassword": "x"}), "User"),
-        (&patient.client, Method::POST, "/api/patient/signup".into(), json!({"username": "a", "profile": {}}), "User"),
-        (&patient.client, Method::PUT, "/api/patient/profile".into(), json!({"age": 3, "bloodType": "A"}), "MedicalProfile"),
-        (&patient.client, Method::PUT, "/api/patient/question/1/answer".into(), json!({"answer": "y", "at": 1}), "Answer"),
-        (&patient.client, Method::POST, "/api/patient/symptom".into(), json!({"symptomCode": "A03", "severity": 2}), "Symptom"),
-        (&patient.client, Method::POST, "/api/patient/vitals".into(), json!({"heartBeatsPerMinute": 70, "temperature": 37}), "VitalsMeasurment"),
-        (&doctor.client, Method::POST, format!("/api/doctor/patient/{pid}/question"), json!({"question": "q", "priority": 1}), "Question"),
-        (&doctor.client, Method::PUT, format!("/api/doctor/patient/{pid}/question/1"), json!({"question": "q", "x": 1}), "Question"),
-        (&admin, Method::POST, "/api/admin/doctor".into(), json!({"username": "d", "specialty": "x"}), "User"),
+        (
+            &patient.client,
+            Method::POST,
+            "/api/login".into(),
+            json!({"username": "a", "remember": true}),
+            "SignInRequest",
+        ),
+        (
+            &patient.client,
+            Method::POST,
+            "/api/patient/signup".into(),
+            json!({"username": "a", "confirmPassword": "x"}),
+            "User",
+        ),
+        (
+            &patient.client,
+            Method::POST,
+            "/api/patient/signup".into(),
+            json!({"username": "a", "profile": {}}),
+            "User",
+        ),
+        (
+            &patient.client,
+            Method::PUT,
+            "/api/patient/profile".into(),
+            json!({"age": 3, "bloodType": "A"}),
+            "MedicalProfile",
+        ),
+        (
+            &patient.client,
+            Method::PUT,
+            "/api/patient/question/1/answer".into(),
+            json!({"answer": "y", "at": 1}),
+            "Answer",
+        ),
+        (
+            &patient.client,
+            Method::POST,
+            "/api/patient/symptom".into(),
+            json!({"symptomCode": "A03", "severity": 2}),
+            "Symptom",
+        ),
+        (
+            &patient.client,
+            Method::POST,
+            "/api/patient/vitals".into(),
+            json!({"heartBeatsPerMinute": 70, "temperature": 37}),
+            "VitalsMeasurment",
+        ),
+        (
+            &doctor.client,
+            Method::POST,
+            format!("/api/doctor/patient/{pid}/question"),
+            json!({"question": "q", "priority": 1}),
+            "Question",
+        ),
+        (
+            &doctor.client,
+            Method::PUT,
+            format!("/api/doctor/patient/{pid}/question/1"),
+            json!({"question": "q", "x": 1}),
+            "Question",
+        ),
+        (
+            &admin,
+            Method::POST,
+            "/api/admin/doctor".into(),
+            json!({"username": "d", "specialty": "x"}),
+            "User",
+        ),
     ];
     for (client, method, path, body, class) in cases {
         let resp = client.call(method, &path).json(&body).send().await;
@@ -763,9 +911,15 @@ async fn json_is_parsed_whatever_the_content_type() {
     let up = Upstream::start().await;
     let patient = up.patient("ctype").await;
     let body = json!({"username": patient.username, "password": patient.password}).to_string();
-    for content_type in [None, Some("text/plain"), Some("application/x-www-form-urlencoded")] {
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
         let client = up.client();
-        let mut call = client.call(Method::POST, "/api/login").raw_body(body.clone());
+        let mut call = client
+            .call(Method::POST, "/api/login")
+            .raw_body(body.clone());
         if let Some(ct) = content_type {
             call = call.header("Content-Type", ct);
         }
@@ -779,23 +933,35 @@ async fn strings_over_255_characters_fail_with_500() {
     let long = format!("{}-{}", unique("long"), "x".repeat(256));
     let resp = up
         .client()
-        .post_json("/api/patient/signup", &json!({"username": long, "password": "pw"}))
+        .post_json(
+            "/api/patient/signup",
+            &json!({"username": long, "password": "pw"}),
+        )
         .await;
     assert_eq!(resp.status, StatusCode::INTERNAL_SERVER_ERROR);
     if !up.is_real() {
         resp.assert_500_text("ARJUNA016053: Could not commit transaction.");
     }
-    up.client().login(&long, "pw").await.assert_login_page(StatusCode::FORBIDDEN);
+    up.client()
+        .login(&long, "pw")
+        .await
+        .assert_login_page(StatusCode::FORBIDDEN);
 
     let patient = up.patient("longnote").await;
     let resp = patient
         .client
-        .post_json("/api/patient/symptom", &json!({"symptomCode": "A03", "note": "n".repeat(256)}))
+        .post_json(
+            "/api/patient/symptom",
+            &json!({"symptomCode": "A03", "note": "n".repeat(256)}),
+        )
         .await;
     assert_eq!(resp.status, StatusCode::INTERNAL_SERVER_ERROR);
     patient
         .client
-        .post_json("/api/patient/symptom", &json!({"symptomCode": "A03", "note": "n".repeat(255)}))
+        .post_json(
+            "/api/patient/symptom",
+            &json!({"symptomCode": "A03", "note": "n".repeat(255)}),
+        )
         .await
         .assert_empty_200();
 }
@@ -809,11 +975,19 @@ async fn ids_come_from_one_counter_shared_by_all_entities() {
     assert!(patient.id > doctor.id);
     let profile = patient.client.get("/api/patient/profile").await.json();
     let profile_id = profile["id"].as_i64().unwrap();
-    assert!(profile_id > patient.id, "profile drawn from the same sequence");
+    assert!(
+        profile_id > patient.id,
+        "profile drawn from the same sequence"
+    );
     let code = patient.client.get("/api/patient/code").await.json();
     let code_id = code["id"].as_i64().unwrap();
     assert!(code_id > profile_id);
-    let question = ask(&doctor.client, patient.id, json!({"question": "q?", "type": "Text"})).await;
+    let question = ask(
+        &doctor.client,
+        patient.id,
+        json!({"question": "q?", "type": "Text"}),
+    )
+    .await;
     assert!(question > code_id);
     patient
         .client
@@ -862,13 +1036,21 @@ async fn security_code_is_8_lowercase_alphanumerics_valid_5_minutes() {
     let patient = up.patient("code").await;
     let resp = patient.client.get("/api/patient/code").await;
     assert_eq!(resp.content_type(), Some("application/json"));
-    assert_eq!(keys_in_order(&resp.text()), ["id", "creationDate", "updateDate", "code", "validUntil"]);
+    assert_eq!(
+        keys_in_order(&resp.text()),
+        ["id", "creationDate", "updateDate", "code", "validUntil"]
+    );
     let code = resp.json();
     let text = code["code"].as_str().unwrap();
     assert_eq!(text.len(), 8);
-    assert!(text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+    assert!(text
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
     let ttl = code["validUntil"].as_i64().unwrap() - code["creationDate"].as_i64().unwrap();
-    assert!((299_000..=300_000).contains(&ttl), "validUntil = now + 300 s, got {ttl}");
+    assert!(
+        (299_000..=300_000).contains(&ttl),
+        "validUntil = now + 300 s, got {ttl}"
+    );
     let again = patient.client.get("/api/patient/code").await.json();
     assert_ne!(again["id"], code["id"], "every call mints a new code");
 }
@@ -885,13 +1067,19 @@ async fn a_new_code_invalidates_the_previous_one() {
         .post_json("/api/doctor/patient/add", &json!({"code": old}))
         .await
         .assert_empty_200();
-    assert_eq!(doctor.client.get("/api/doctor/patient/count").await.text(), r#"{"count":0}"#);
+    assert_eq!(
+        doctor.client.get("/api/doctor/patient/count").await.text(),
+        r#"{"count":0}"#
+    );
     doctor
         .client
         .post_json("/api/doctor/patient/add", &json!({"code": new}))
         .await
         .assert_empty_200();
-    assert_eq!(doctor.client.get("/api/doctor/patient/count").await.text(), r#"{"count":1}"#);
+    assert_eq!(
+        doctor.client.get("/api/doctor/patient/count").await.text(),
+        r#"{"count":1}"#
+    );
 }
 
 #[tokio::test]
@@ -914,7 +1102,10 @@ async fn code_consumption_needs_an_exact_match_and_always_answers_empty_200() {
             .await
             .assert_empty_200();
     }
-    assert_eq!(doctor.client.get("/api/doctor/patient/count").await.text(), r#"{"count":0}"#);
+    assert_eq!(
+        doctor.client.get("/api/doctor/patient/count").await.text(),
+        r#"{"count":0}"#
+    );
     up.link(&doctor, &patient).await;
     // Consumed: using the same code again does nothing and still says 200.
     doctor
@@ -972,7 +1163,10 @@ async fn codes_time_out_after_the_ttl_at_the_next_sweep() {
         .post_json("/api/doctor/patient/add", &json!({"code": late}))
         .await
         .assert_empty_200();
-    assert_eq!(doctor.client.get("/api/doctor/patient/count").await.text(), r#"{"count":1}"#);
+    assert_eq!(
+        doctor.client.get("/api/doctor/patient/count").await.text(),
+        r#"{"count":1}"#
+    );
 
     let other = up.patient("expiry2").await;
     let code = other.mint_code().await;
@@ -985,7 +1179,10 @@ async fn codes_time_out_after_the_ttl_at_the_next_sweep() {
         .post_json("/api/doctor/patient/add", &json!({"code": code}))
         .await
         .assert_empty_200();
-    assert_eq!(doctor.client.get("/api/doctor/patient/count").await.text(), r#"{"count":1}"#);
+    assert_eq!(
+        doctor.client.get("/api/doctor/patient/count").await.text(),
+        r#"{"count":1}"#
+    );
 }
 
 #[tokio::test]
@@ -1015,7 +1212,10 @@ async fn codes_minted_just_before_midnight_expire_at_the_next_sweep() {
         .post_json("/api/doctor/patient/add", &json!({"code": code}))
         .await
         .assert_empty_200();
-    assert_eq!(doctor.client.get("/api/doctor/patient/count").await.text(), r#"{"count":0}"#);
+    assert_eq!(
+        doctor.client.get("/api/doctor/patient/count").await.text(),
+        r#"{"count":0}"#
+    );
 }
 
 // ------------------------------------------------------------ linking
@@ -1040,7 +1240,10 @@ async fn relinking_is_500_burns_the_code_and_keeps_the_first_doctor() {
         .post_json("/api/doctor/patient/add", &json!({"code": code}))
         .await
         .assert_empty_200();
-    assert_eq!(second.client.get("/api/doctor/patient/count").await.text(), r#"{"count":0}"#);
+    assert_eq!(
+        second.client.get("/api/doctor/patient/count").await.text(),
+        r#"{"count":0}"#
+    );
     second
         .client
         .get(&format!("/api/doctor/patient/{}", patient.id))
@@ -1055,7 +1258,10 @@ async fn relinking_is_500_burns_the_code_and_keeps_the_first_doctor() {
         .post_json("/api/doctor/patient/add", &json!({"code": code}))
         .await;
     assert_eq!(resp.status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(first.client.get("/api/doctor/patient/count").await.text(), r#"{"count":1}"#);
+    assert_eq!(
+        first.client.get("/api/doctor/patient/count").await.text(),
+        r#"{"count":1}"#
+    );
 }
 
 #[tokio::test]
@@ -1072,14 +1278,22 @@ async fn doctor_patient_list_is_in_link_order_with_profiles() {
     assert_eq!(resp.content_type(), Some("application/json"));
     let list = resp.json();
     let raw = resp.text();
-    let got: Vec<i64> = list.as_array().unwrap().iter().map(|p| p["id"].as_i64().unwrap()).collect();
+    let got: Vec<i64> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_i64().unwrap())
+        .collect();
     assert_eq!(got, ids);
     let mut keys = USER_KEYS.to_vec();
     keys.push("profile");
     assert_eq!(element_keys(&raw)[0], keys);
     assert_eq!(list[0]["profile"]["age"], 0);
     assert_eq!(list[0]["telephoneNumber"], "0790000000");
-    assert_eq!(doctor.client.get("/api/doctor/patient/count").await.text(), r#"{"count":3}"#);
+    assert_eq!(
+        doctor.client.get("/api/doctor/patient/count").await.text(),
+        r#"{"count":3}"#
+    );
 }
 
 #[tokio::test]
@@ -1087,7 +1301,11 @@ async fn r4_returns_the_linked_doctor_or_500n() {
     let up = Upstream::start().await;
     let doctor = up.doctor("r4").await;
     let patient = up.patient("r4").await;
-    patient.client.get("/api/patient/doctor").await.assert_500_text(KOTLIN_NULL);
+    patient
+        .client
+        .get("/api/patient/doctor")
+        .await
+        .assert_500_text(KOTLIN_NULL);
     up.link(&doctor, &patient).await;
     let resp = patient.client.get("/api/patient/doctor").await;
     assert_eq!(resp.status, StatusCode::OK);
@@ -1107,24 +1325,37 @@ async fn unlinked_patients_give_500n_on_r20_r31_and_500e_elsewhere() {
     let stranger = up.doctor("stranger").await;
     for pid in [patient.id, 999_999_999, owner.id] {
         let c = &stranger.client;
-        c.get(&format!("/api/doctor/patient/{pid}")).await.assert_500_text(KOTLIN_NULL);
+        c.get(&format!("/api/doctor/patient/{pid}"))
+            .await
+            .assert_500_text(KOTLIN_NULL);
         for path in ["profile", "vitals", "symptom", "answer", "question"] {
-            c.get(&format!("/api/doctor/patient/{pid}/{path}")).await.assert_500_empty();
+            c.get(&format!("/api/doctor/patient/{pid}/{path}"))
+                .await
+                .assert_500_empty();
         }
         c.get(&format!("/api/doctor/patient/{pid}/question/{question}"))
             .await
             .assert_500_empty();
-        c.call(Method::PUT, &format!("/api/doctor/patient/{pid}/symptom/1/seen"))
-            .send()
-            .await
-            .assert_500_empty();
-        c.call(Method::PUT, &format!("/api/doctor/patient/{pid}/answer/1/seen"))
-            .send()
-            .await
-            .assert_500_empty();
-        c.post_json(&format!("/api/doctor/patient/{pid}/question"), &json!({"question": "x"}))
-            .await
-            .assert_500_empty();
+        c.call(
+            Method::PUT,
+            &format!("/api/doctor/patient/{pid}/symptom/1/seen"),
+        )
+        .send()
+        .await
+        .assert_500_empty();
+        c.call(
+            Method::PUT,
+            &format!("/api/doctor/patient/{pid}/answer/1/seen"),
+        )
+        .send()
+        .await
+        .assert_500_empty();
+        c.post_json(
+            &format!("/api/doctor/patient/{pid}/question"),
+            &json!({"question": "x"}),
+        )
+        .await
+        .assert_500_empty();
         c.put_json(
             &format!("/api/doctor/patient/{pid}/question/{question}"),
             &json!({"question": "x"}),
@@ -1139,14 +1370,24 @@ async fn unlinked_patients_give_500n_on_r20_r31_and_500e_elsewhere() {
     // A bad body is rejected before the link is checked.
     stranger
         .client
-        .post_json(&format!("/api/doctor/patient/{}/question", patient.id), &json!({"type": ""}))
+        .post_json(
+            &format!("/api/doctor/patient/{}/question", patient.id),
+            &json!({"type": ""}),
+        )
         .await
         .assert_400("Couldn't deserialize body to Question");
-    let resp = stranger.client.get(&format!("/api/doctor/patient/{}/profile", patient.id)).await;
+    let resp = stranger
+        .client
+        .get(&format!("/api/doctor/patient/{}/profile", patient.id))
+        .await;
     assert_eq!(resp.content_type(), Some("text/plain"));
     // The owner still sees everything.
     assert_eq!(
-        owner.client.get(&format!("/api/doctor/patient/{}", patient.id)).await.status,
+        owner
+            .client
+            .get(&format!("/api/doctor/patient/{}", patient.id))
+            .await
+            .status,
         StatusCode::OK
     );
 }
@@ -1158,25 +1399,58 @@ async fn writes_answer_empty_200_and_vitals_answer_json_200() {
     let up = Upstream::start().await;
     let (doctor, patient) = doctor_with_patient(&up, "writes").await;
     let p = &patient.client;
-    p.put_json("/api/patient/profile", &json!({"age": 40})).await.assert_empty_200();
-    p.post_json("/api/patient/symptom", &json!({"symptomCode": "A03", "note": "fever"}))
+    p.put_json("/api/patient/profile", &json!({"age": 40}))
         .await
         .assert_empty_200();
-    let question = ask(&doctor.client, patient.id, json!({"question": "How?", "type": "Text"})).await;
-    p.put_json(&format!("/api/patient/question/{question}/answer"), &json!({"answer": "fine"}))
+    p.post_json(
+        "/api/patient/symptom",
+        &json!({"symptomCode": "A03", "note": "fever"}),
+    )
+    .await
+    .assert_empty_200();
+    let question = ask(
+        &doctor.client,
+        patient.id,
+        json!({"question": "How?", "type": "Text"}),
+    )
+    .await;
+    p.put_json(
+        &format!("/api/patient/question/{question}/answer"),
+        &json!({"answer": "fine"}),
+    )
+    .await
+    .assert_empty_200();
+    let symptoms = doctor
+        .client
+        .get(&format!("/api/doctor/patient/{}/symptom", patient.id))
         .await
-        .assert_empty_200();
-    let symptoms = doctor.client.get(&format!("/api/doctor/patient/{}/symptom", patient.id)).await.json();
-    let answers = doctor.client.get(&format!("/api/doctor/patient/{}/answer", patient.id)).await.json();
+        .json();
+    let answers = doctor
+        .client
+        .get(&format!("/api/doctor/patient/{}/answer", patient.id))
+        .await
+        .json();
     doctor
         .client
-        .call(Method::PUT, &format!("/api/doctor/patient/{}/symptom/{}/seen", patient.id, symptoms[0]["id"]))
+        .call(
+            Method::PUT,
+            &format!(
+                "/api/doctor/patient/{}/symptom/{}/seen",
+                patient.id, symptoms[0]["id"]
+            ),
+        )
         .send()
         .await
         .assert_empty_200();
     doctor
         .client
-        .call(Method::PUT, &format!("/api/doctor/patient/{}/answer/{}/seen", patient.id, answers[0]["id"]))
+        .call(
+            Method::PUT,
+            &format!(
+                "/api/doctor/patient/{}/answer/{}/seen",
+                patient.id, answers[0]["id"]
+            ),
+        )
         .send()
         .await
         .assert_empty_200();
@@ -1199,7 +1473,12 @@ async fn writes_answer_empty_200_and_vitals_answer_json_200() {
 async fn question_created_is_queued_for_the_patient_and_drained_on_read() {
     let up = Upstream::start().await;
     let (doctor, patient) = doctor_with_patient(&up, "qnotify").await;
-    let question = ask(&doctor.client, patient.id, json!({"question": "Pain?", "type": "Scale"})).await;
+    let question = ask(
+        &doctor.client,
+        patient.id,
+        json!({"question": "Pain?", "type": "Scale"}),
+    )
+    .await;
     let items = patient.notifications(1).await;
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["name"], "questionCreated");
@@ -1215,21 +1494,38 @@ async fn question_created_is_queued_for_the_patient_and_drained_on_read() {
 async fn patient_events_are_queued_for_the_doctor() {
     let up = Upstream::start().await;
     let (doctor, patient) = doctor_with_patient(&up, "dnotify").await;
-    let question = ask(&doctor.client, patient.id, json!({"question": "Cough?", "type": "Binary"})).await;
+    let question = ask(
+        &doctor.client,
+        patient.id,
+        json!({"question": "Cough?", "type": "Binary"}),
+    )
+    .await;
     patient.notifications(1).await;
     let p = &patient.client;
-    p.post_json("/api/patient/symptom", &json!({"symptomCode": "R05"})).await.assert_empty_200();
-    p.post_json("/api/patient/vitals", &json!({"heartBeatsPerMinute": 80})).await;
-    p.put_json(&format!("/api/patient/question/{question}/answer"), &json!({"answer": "yes"}))
+    p.post_json("/api/patient/symptom", &json!({"symptomCode": "R05"}))
         .await
         .assert_empty_200();
+    p.post_json("/api/patient/vitals", &json!({"heartBeatsPerMinute": 80}))
+        .await;
+    p.put_json(
+        &format!("/api/patient/question/{question}/answer"),
+        &json!({"answer": "yes"}),
+    )
+    .await
+    .assert_empty_200();
     let items = doctor.notifications(3).await;
     let mut names: Vec<&str> = items.iter().map(|n| n["name"].as_str().unwrap()).collect();
     names.sort_unstable();
-    assert_eq!(names, ["answerCreated", "symptomCreated", "vitalsMeasurmentCreated"]);
+    assert_eq!(
+        names,
+        ["answerCreated", "symptomCreated", "vitalsMeasurmentCreated"]
+    );
     let answer = items.iter().find(|n| n["name"] == "answerCreated").unwrap();
     assert_eq!(answer["data"]["question"]["id"], question);
-    let symptom = items.iter().find(|n| n["name"] == "symptomCreated").unwrap();
+    let symptom = items
+        .iter()
+        .find(|n| n["name"] == "symptomCreated")
+        .unwrap();
     assert_eq!(symptom["data"]["patient"]["id"], patient.id);
     assert_eq!(doctor.client.get("/api/notification").await.text(), "[]");
 }
@@ -1244,13 +1540,20 @@ async fn events_of_a_patient_without_doctor_are_dropped() {
         .post_json("/api/patient/symptom", &json!({"symptomCode": "A03"}))
         .await
         .assert_empty_200();
-    patient.client.post_json("/api/patient/vitals", &json!({"breathingRate": 12})).await;
+    patient
+        .client
+        .post_json("/api/patient/vitals", &json!({"breathingRate": 12}))
+        .await;
     up.settle().await;
     up.link(&doctor, &patient).await;
     up.settle().await;
     assert_eq!(doctor.client.get("/api/notification").await.text(), "[]");
     // The data itself is kept.
-    let symptoms = doctor.client.get(&format!("/api/doctor/patient/{}/symptom", patient.id)).await.json();
+    let symptoms = doctor
+        .client
+        .get(&format!("/api/doctor/patient/{}/symptom", patient.id))
+        .await
+        .json();
     assert_eq!(symptoms.as_array().unwrap().len(), 1);
 }
 
@@ -1258,17 +1561,34 @@ async fn events_of_a_patient_without_doctor_are_dropped() {
 async fn answers_to_vitals_questions_are_archived_automatically() {
     let up = Upstream::start().await;
     let (doctor, patient) = doctor_with_patient(&up, "vitalsq").await;
-    let vitals = ask(&doctor.client, patient.id, json!({"question": "Pulse?", "type": "Vitals"})).await;
-    let text = ask(&doctor.client, patient.id, json!({"question": "Mood?", "type": "Text"})).await;
+    let vitals = ask(
+        &doctor.client,
+        patient.id,
+        json!({"question": "Pulse?", "type": "Vitals"}),
+    )
+    .await;
+    let text = ask(
+        &doctor.client,
+        patient.id,
+        json!({"question": "Mood?", "type": "Text"}),
+    )
+    .await;
     for q in [vitals, text] {
         patient
             .client
-            .put_json(&format!("/api/patient/question/{q}/answer"), &json!({"answer": "ok"}))
+            .put_json(
+                &format!("/api/patient/question/{q}/answer"),
+                &json!({"answer": "ok"}),
+            )
             .await
             .assert_empty_200();
     }
     up.settle().await;
-    let answers = doctor.client.get(&format!("/api/doctor/patient/{}/answer", patient.id)).await.json();
+    let answers = doctor
+        .client
+        .get(&format!("/api/doctor/patient/{}/answer", patient.id))
+        .await
+        .json();
     let seen: Vec<i64> = answers
         .as_array()
         .unwrap()
@@ -1276,7 +1596,14 @@ async fn answers_to_vitals_questions_are_archived_automatically() {
         .map(|a| a["question"]["id"].as_i64().unwrap())
         .collect();
     assert_eq!(seen, [text]);
-    assert_eq!(doctor.client.get("/api/doctor/patient/answer/count").await.text(), r#"{"count":1}"#);
+    assert_eq!(
+        doctor
+            .client
+            .get("/api/doctor/patient/answer/count")
+            .await
+            .text(),
+        r#"{"count":1}"#
+    );
     let notes = doctor.notifications(1).await;
     assert!(notes.iter().all(|n| n["data"]["question"]["id"] != vitals));
 }
@@ -1301,10 +1628,17 @@ async fn r29_delete_is_a_no_op_that_reports_success() {
     let question = ask(&doctor.client, patient.id, json!({"question": "Stay?"})).await;
     doctor
         .client
-        .delete(&format!("/api/doctor/patient/{}/question/{question}", patient.id))
+        .delete(&format!(
+            "/api/doctor/patient/{}/question/{question}",
+            patient.id
+        ))
         .await
         .assert_empty_200();
-    let list = doctor.client.get(&format!("/api/doctor/patient/{}/question", patient.id)).await.json();
+    let list = doctor
+        .client
+        .get(&format!("/api/doctor/patient/{}/question", patient.id))
+        .await
+        .json();
     assert_eq!(list.as_array().unwrap().len(), 1);
     doctor
         .client
@@ -1326,14 +1660,28 @@ async fn r9_lists_unanswered_questions_only_and_recurring_ones_never_return() {
                "recurrance": [{"hourOfDay": 9, "minuteOfHour": 0}]}),
     )
     .await;
-    let second = ask(&doctor.client, patient.id, json!({"question": "Once?", "type": "Text"})).await;
+    let second = ask(
+        &doctor.client,
+        patient.id,
+        json!({"question": "Once?", "type": "Text"}),
+    )
+    .await;
     let resp = patient.client.get("/api/patient/question").await;
     assert_eq!(resp.content_type(), Some("application/json"));
-    let ids: Vec<Value> = resp.json().as_array().unwrap().iter().map(|q| q["id"].clone()).collect();
+    let ids: Vec<Value> = resp
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["id"].clone())
+        .collect();
     assert_eq!(ids, [json!(first), json!(second)]);
     patient
         .client
-        .put_json(&format!("/api/patient/question/{first}/answer"), &json!({"answer": "yes"}))
+        .put_json(
+            &format!("/api/patient/question/{first}/answer"),
+            &json!({"answer": "yes"}),
+        )
         .await
         .assert_empty_200();
     let open = patient.client.get("/api/patient/question").await.json();
@@ -1345,26 +1693,54 @@ async fn r9_lists_unanswered_questions_only_and_recurring_ones_never_return() {
 async fn r10_reanswering_appends_and_unknown_questions_are_ignored() {
     let up = Upstream::start().await;
     let (doctor, patient) = doctor_with_patient(&up, "r10").await;
-    let question = ask(&doctor.client, patient.id, json!({"question": "Again?", "type": "Text"})).await;
+    let question = ask(
+        &doctor.client,
+        patient.id,
+        json!({"question": "Again?", "type": "Text"}),
+    )
+    .await;
     for answer in ["one", "two"] {
         patient
             .client
-            .put_json(&format!("/api/patient/question/{question}/answer"), &json!({"answer": answer}))
+            .put_json(
+                &format!("/api/patient/question/{question}/answer"),
+                &json!({"answer": answer}),
+            )
             .await
             .assert_empty_200();
     }
     patient
         .client
-        .put_json("/api/patient/question/999999999/answer", &json!({"answer": "lost"}))
+        .put_json(
+            "/api/patient/question/999999999/answer",
+            &json!({"answer": "lost"}),
+        )
         .await
         .assert_empty_200();
-    let resp = doctor.client.get(&format!("/api/doctor/patient/{}/answer", patient.id)).await;
+    let resp = doctor
+        .client
+        .get(&format!("/api/doctor/patient/{}/answer", patient.id))
+        .await;
     let answers = resp.json();
-    let texts: Vec<&str> = answers.as_array().unwrap().iter().map(|a| a["answer"].as_str().unwrap()).collect();
+    let texts: Vec<&str> = answers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["answer"].as_str().unwrap())
+        .collect();
     assert_eq!(texts, ["one", "two"]);
     assert_eq!(
         element_keys(&resp.text())[0],
-        ["id", "creationDate", "updateDate", "question", "replies", "answer", "archived", "archiveDate"]
+        [
+            "id",
+            "creationDate",
+            "updateDate",
+            "question",
+            "replies",
+            "answer",
+            "archived",
+            "archiveDate"
+        ]
     );
     assert_eq!(answers[0]["replies"], json!([]));
     assert_eq!(answers[0]["question"]["answered"], true);
@@ -1388,16 +1764,32 @@ async fn r27_lists_all_questions_with_jackson_shapes_and_midnight_dates() {
     let second = ask(&doctor.client, patient.id, json!({"question": "Untyped"})).await;
     patient
         .client
-        .put_json(&format!("/api/patient/question/{first}/answer"), &json!({"answer": "7"}))
+        .put_json(
+            &format!("/api/patient/question/{first}/answer"),
+            &json!({"answer": "7"}),
+        )
         .await
         .assert_empty_200();
-    let resp = doctor.client.get(&format!("/api/doctor/patient/{}/question", patient.id)).await;
+    let resp = doctor
+        .client
+        .get(&format!("/api/doctor/patient/{}/question", patient.id))
+        .await;
     let list = resp.json();
-    assert_eq!(list.as_array().unwrap().len(), 2, "answered questions are listed too");
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        2,
+        "answered questions are listed too"
+    );
     assert_eq!(element_keys(&resp.text())[0], QUESTION_KEYS);
-    assert_eq!(list[0]["startDate"], 1_611_014_400_000_i64, "DATE reads back as midnight (UTC)");
+    assert_eq!(
+        list[0]["startDate"], 1_611_014_400_000_i64,
+        "DATE reads back as midnight (UTC)"
+    );
     assert_eq!(list[0]["endDate"], 1_611_619_200_000_i64);
-    assert_eq!(list[0]["recurrance"], json!([{"hourOfDay": 9, "minuteOfHour": 0}]));
+    assert_eq!(
+        list[0]["recurrance"],
+        json!([{"hourOfDay": 9, "minuteOfHour": 0}])
+    );
     assert_eq!(list[0]["answered"], true);
     assert_eq!(list[1]["id"], second);
     assert_eq!(list[1]["type"], Value::Null);
@@ -1422,39 +1814,84 @@ async fn archiving_hides_symptoms_and_answers_from_r23_r25_and_counts() {
     let symptoms = resp.json();
     assert_eq!(
         element_keys(&resp.text())[0],
-        ["id", "creationDate", "updateDate", "symptomCode", "patient", "replies", "note", "archived", "archiveDate"]
+        [
+            "id",
+            "creationDate",
+            "updateDate",
+            "symptomCode",
+            "patient",
+            "replies",
+            "note",
+            "archived",
+            "archiveDate"
+        ]
     );
     assert_eq!(symptoms[0]["patient"]["id"], pid);
     assert_eq!(symptoms[0]["patient"]["profile"]["age"], 0);
-    assert_eq!(d.get("/api/doctor/patient/symptom/count").await.text(), r#"{"count":2}"#);
+    assert_eq!(
+        d.get("/api/doctor/patient/symptom/count").await.text(),
+        r#"{"count":2}"#
+    );
     let first = symptoms[0]["id"].as_i64().unwrap();
-    d.call(Method::PUT, &format!("/api/doctor/patient/{pid}/symptom/{first}/seen"))
-        .send()
+    d.call(
+        Method::PUT,
+        &format!("/api/doctor/patient/{pid}/symptom/{first}/seen"),
+    )
+    .send()
+    .await
+    .assert_empty_200();
+    d.call(
+        Method::PUT,
+        &format!("/api/doctor/patient/{pid}/symptom/999999999/seen"),
+    )
+    .send()
+    .await
+    .assert_empty_200();
+    let left = d
+        .get(&format!("/api/doctor/patient/{pid}/symptom"))
         .await
-        .assert_empty_200();
-    d.call(Method::PUT, &format!("/api/doctor/patient/{pid}/symptom/999999999/seen"))
-        .send()
-        .await
-        .assert_empty_200();
-    let left = d.get(&format!("/api/doctor/patient/{pid}/symptom")).await.json();
+        .json();
     assert_eq!(left.as_array().unwrap().len(), 1);
     assert_eq!(left[0]["symptomCode"], "R05");
-    assert_eq!(d.get("/api/doctor/patient/symptom/count").await.text(), r#"{"count":1}"#);
+    assert_eq!(
+        d.get("/api/doctor/patient/symptom/count").await.text(),
+        r#"{"count":1}"#
+    );
 
     let q = ask(d, pid, json!({"question": "q", "type": "Text"})).await;
     patient
         .client
-        .put_json(&format!("/api/patient/question/{q}/answer"), &json!({"answer": "a"}))
+        .put_json(
+            &format!("/api/patient/question/{q}/answer"),
+            &json!({"answer": "a"}),
+        )
         .await
         .assert_empty_200();
-    let answers = d.get(&format!("/api/doctor/patient/{pid}/answer")).await.json();
-    assert_eq!(d.get("/api/doctor/patient/answer/count").await.text(), r#"{"count":1}"#);
-    d.call(Method::PUT, &format!("/api/doctor/patient/{pid}/answer/{}/seen", answers[0]["id"]))
-        .send()
+    let answers = d
+        .get(&format!("/api/doctor/patient/{pid}/answer"))
         .await
-        .assert_empty_200();
-    assert_eq!(d.get(&format!("/api/doctor/patient/{pid}/answer")).await.text(), "[]");
-    assert_eq!(d.get("/api/doctor/patient/answer/count").await.text(), r#"{"count":0}"#);
+        .json();
+    assert_eq!(
+        d.get("/api/doctor/patient/answer/count").await.text(),
+        r#"{"count":1}"#
+    );
+    d.call(
+        Method::PUT,
+        &format!("/api/doctor/patient/{pid}/answer/{}/seen", answers[0]["id"]),
+    )
+    .send()
+    .await
+    .assert_empty_200();
+    assert_eq!(
+        d.get(&format!("/api/doctor/patient/{pid}/answer"))
+            .await
+            .text(),
+        "[]"
+    );
+    assert_eq!(
+        d.get("/api/doctor/patient/answer/count").await.text(),
+        r#"{"count":0}"#
+    );
 }
 
 #[tokio::test]
@@ -1464,11 +1901,16 @@ async fn feed_lists_unarchived_answers_then_symptoms() {
     // A patient without names shows as "null null".
     let name = unique("feed-anon");
     up.client()
-        .post_json("/api/patient/signup", &json!({"username": name, "password": "pw"}))
+        .post_json(
+            "/api/patient/signup",
+            &json!({"username": name, "password": "pw"}),
+        )
         .await
         .assert_empty_200();
     let anon_client = up.client();
-    let anon_id = anon_client.login(&name, "pw").await.json()["id"].as_i64().unwrap();
+    let anon_id = anon_client.login(&name, "pw").await.json()["id"]
+        .as_i64()
+        .unwrap();
     let anon = crate::support::Identity {
         client: anon_client,
         username: name,
@@ -1481,9 +1923,17 @@ async fn feed_lists_unarchived_answers_then_symptoms() {
         .post_json("/api/patient/symptom", &json!({"symptomCode": "A03"}))
         .await
         .assert_empty_200();
-    let q = ask(&doctor.client, anon.id, json!({"question": "Sleep?", "type": "Text"})).await;
+    let q = ask(
+        &doctor.client,
+        anon.id,
+        json!({"question": "Sleep?", "type": "Text"}),
+    )
+    .await;
     anon.client
-        .put_json(&format!("/api/patient/question/{q}/answer"), &json!({"answer": "badly"}))
+        .put_json(
+            &format!("/api/patient/question/{q}/answer"),
+            &json!({"answer": "badly"}),
+        )
         .await
         .assert_empty_200();
     let resp = doctor.client.get("/api/doctor/feed").await;
@@ -1492,7 +1942,14 @@ async fn feed_lists_unarchived_answers_then_symptoms() {
     assert_eq!(feed.as_array().unwrap().len(), 2);
     assert_eq!(
         element_keys(&resp.text())[0],
-        ["patientId", "entityId", "patientName", "type", "time", "value"]
+        [
+            "patientId",
+            "entityId",
+            "patientName",
+            "type",
+            "time",
+            "value"
+        ]
     );
     assert_eq!(feed[0]["type"], "UNSEEN_ANSWER", "answers come first");
     assert_eq!(feed[0]["value"], "Sleep?");
@@ -1515,15 +1972,27 @@ async fn vitals_are_listed_with_doubles_and_the_embedded_patient() {
                     "bloodOxygenation": "97", "breathingRate": 16}),
         )
         .await;
-    let resp = doctor.client.get(&format!("/api/doctor/patient/{}/vitals", patient.id)).await;
+    let resp = doctor
+        .client
+        .get(&format!("/api/doctor/patient/{}/vitals", patient.id))
+        .await;
     assert_eq!(resp.status, StatusCode::OK);
     let text = resp.text();
     assert!(text.contains(r#""heartBeatsPerMinute":72.0,"systolicPressure":120.5,"diastolicPressure":80.0,"bloodOxygenation":97.0,"breathingRate":16.0}"#), "{text}");
     let list = resp.json();
     assert_eq!(
         element_keys(&resp.text())[0],
-        ["id", "creationDate", "updateDate", "patient", "heartBeatsPerMinute", "systolicPressure",
-         "diastolicPressure", "bloodOxygenation", "breathingRate"]
+        [
+            "id",
+            "creationDate",
+            "updateDate",
+            "patient",
+            "heartBeatsPerMinute",
+            "systolicPressure",
+            "diastolicPressure",
+            "bloodOxygenation",
+            "breathingRate"
+        ]
     );
     assert_eq!(list[0]["patient"]["username"], patient.username.as_str());
 }
@@ -1570,7 +2039,10 @@ async fn profile_idor_overwrites_another_patients_profile() {
     let target = victim.client.get("/api/patient/profile").await.json()["id"].clone();
     attacker
         .client
-        .put_json("/api/patient/profile", &json!({"id": target, "age": 99, "diabetes": true}))
+        .put_json(
+            "/api/patient/profile",
+            &json!({"id": target, "age": 99, "diabetes": true}),
+        )
         .await
         .assert_empty_200();
     let seen = victim.client.get("/api/patient/profile").await.json();
@@ -1587,7 +2059,10 @@ async fn profile_idor_switch_off_inserts_a_new_row() {
         "profile_idor_switch_off_inserts_a_new_row",
         "fidelity switches are emulator options",
         EmulatorOptions {
-            fidelity: Fidelity { profile_idor: false, ..Fidelity::default() },
+            fidelity: Fidelity {
+                profile_idor: false,
+                ..Fidelity::default()
+            },
             ..EmulatorOptions::default()
         },
     )
@@ -1603,8 +2078,14 @@ async fn profile_idor_switch_off_inserts_a_new_row() {
         .put_json("/api/patient/profile", &json!({"id": target, "age": 99}))
         .await
         .assert_empty_200();
-    assert_eq!(victim.client.get("/api/patient/profile").await.json()["age"], 0);
-    assert_ne!(attacker.client.get("/api/patient/profile").await.json()["id"], target);
+    assert_eq!(
+        victim.client.get("/api/patient/profile").await.json()["age"],
+        0
+    );
+    assert_ne!(
+        attacker.client.get("/api/patient/profile").await.json()["id"],
+        target
+    );
 }
 
 #[tokio::test]
@@ -1615,19 +2096,33 @@ async fn r31_and_r30_fail_for_question_ids_above_127() {
     })
     .await;
     let (doctor, patient) = doctor_with_patient(&up, "boxed").await;
-    let question = ask(&doctor.client, patient.id, json!({"question": "Big id?", "type": "Text"})).await;
+    let question = ask(
+        &doctor.client,
+        patient.id,
+        json!({"question": "Big id?", "type": "Text"}),
+    )
+    .await;
     if question <= 127 {
-        eprintln!("skipping r31_and_r30_fail_for_question_ids_above_127: question id {question} is small");
+        eprintln!(
+            "skipping r31_and_r30_fail_for_question_ids_above_127: question id {question} is small"
+        );
         return;
     }
     let path = format!("/api/doctor/patient/{}/question/{question}", patient.id);
     doctor.client.get(&path).await.assert_500_text(KOTLIN_NULL);
-    let resp = doctor.client.put_json(&path, &json!({"question": "Changed"})).await;
+    let resp = doctor
+        .client
+        .put_json(&path, &json!({"question": "Changed"}))
+        .await;
     assert_eq!(resp.status, StatusCode::INTERNAL_SERVER_ERROR);
     if !up.is_real() {
         resp.assert_500_text("ARJUNA016053: Could not commit transaction.");
     }
-    let list = doctor.client.get(&format!("/api/doctor/patient/{}/question", patient.id)).await.json();
+    let list = doctor
+        .client
+        .get(&format!("/api/doctor/patient/{}/question", patient.id))
+        .await
+        .json();
     assert_eq!(list[0]["question"], "Big id?", "nothing changed");
 }
 
@@ -1645,7 +2140,12 @@ async fn r31_finds_small_ids_and_r30_replaces_and_detaches_the_question() {
     let (doctor, patient) = doctor_with_patient(&up, "small").await;
     let d = &doctor.client;
     let pid = patient.id;
-    let q = ask(d, pid, json!({"question": "Old?", "type": "Text", "recurring": true})).await;
+    let q = ask(
+        d,
+        pid,
+        json!({"question": "Old?", "type": "Text", "recurring": true}),
+    )
+    .await;
     let other = ask(d, pid, json!({"question": "Other?", "type": "Text"})).await;
     assert!(q <= 127);
     let path = format!("/api/doctor/patient/{pid}/question/{q}");
@@ -1653,42 +2153,91 @@ async fn r31_finds_small_ids_and_r30_replaces_and_detaches_the_question() {
     assert_eq!(resp.status, StatusCode::OK);
     assert_eq!(keys_in_order(&resp.text()), QUESTION_KEYS);
     assert_eq!(resp.json()["question"], "Old?");
-    d.get(&format!("/api/doctor/patient/{pid}/question/99")).await.assert_500_text(KOTLIN_NULL);
+    d.get(&format!("/api/doctor/patient/{pid}/question/99"))
+        .await
+        .assert_500_text(KOTLIN_NULL);
 
     patient
         .client
-        .put_json(&format!("/api/patient/question/{q}/answer"), &json!({"answer": "before"}))
+        .put_json(
+            &format!("/api/patient/question/{q}/answer"),
+            &json!({"answer": "before"}),
+        )
         .await
         .assert_empty_200();
-    assert_eq!(d.get(&format!("/api/doctor/patient/{pid}/answer")).await.json().as_array().unwrap().len(), 1);
+    assert_eq!(
+        d.get(&format!("/api/doctor/patient/{pid}/answer"))
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(doctor.notifications(1).await.len(), 1);
 
-    d.put_json(&path, &json!({"question": "New?", "type": "Binary"})).await.assert_empty_200();
-    let list = d.get(&format!("/api/doctor/patient/{pid}/question")).await.json();
-    let ids: Vec<i64> = list.as_array().unwrap().iter().map(|x| x["id"].as_i64().unwrap()).collect();
+    d.put_json(&path, &json!({"question": "New?", "type": "Binary"}))
+        .await
+        .assert_empty_200();
+    let list = d
+        .get(&format!("/api/doctor/patient/{pid}/question"))
+        .await
+        .json();
+    let ids: Vec<i64> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_i64().unwrap())
+        .collect();
     assert_eq!(ids, [other, q], "the replaced question moves to the end");
     assert_eq!(list[1]["question"], "New?");
     assert_eq!(list[1]["answered"], false);
     assert_eq!(list[1]["recurring"], false, "full replacement");
     assert_eq!(list[1]["creationDate"], Value::Null);
-    assert_eq!(d.get(&format!("/api/doctor/patient/{pid}/answer")).await.text(), "[]", "old answers unlinked");
+    assert_eq!(
+        d.get(&format!("/api/doctor/patient/{pid}/answer"))
+            .await
+            .text(),
+        "[]",
+        "old answers unlinked"
+    );
     assert_eq!(d.get("/api/doctor/feed").await.status, StatusCode::OK);
 
     // A new answer to the detached question breaks the feed (question.patient is null).
     patient
         .client
-        .put_json(&format!("/api/patient/question/{q}/answer"), &json!({"answer": "after"}))
+        .put_json(
+            &format!("/api/patient/question/{q}/answer"),
+            &json!({"answer": "after"}),
+        )
         .await
         .assert_empty_200();
     d.get("/api/doctor/feed").await.assert_500_empty();
-    assert_eq!(d.get("/api/doctor/patient/answer/count").await.text(), r#"{"count":1}"#);
-    assert_eq!(d.get("/api/notification").await.text(), "[]", "answerCreated broke too");
-    let answers = d.get(&format!("/api/doctor/patient/{pid}/answer")).await.json();
-    d.call(Method::PUT, &format!("/api/doctor/patient/{pid}/answer/{}/seen", answers[0]["id"]))
-        .send()
+    assert_eq!(
+        d.get("/api/doctor/patient/answer/count").await.text(),
+        r#"{"count":1}"#
+    );
+    assert_eq!(
+        d.get("/api/notification").await.text(),
+        "[]",
+        "answerCreated broke too"
+    );
+    let answers = d
+        .get(&format!("/api/doctor/patient/{pid}/answer"))
         .await
-        .assert_empty_200();
-    assert_eq!(d.get("/api/doctor/feed").await.status, StatusCode::OK, "archiving repairs it");
+        .json();
+    d.call(
+        Method::PUT,
+        &format!("/api/doctor/patient/{pid}/answer/{}/seen", answers[0]["id"]),
+    )
+    .send()
+    .await
+    .assert_empty_200();
+    assert_eq!(
+        d.get("/api/doctor/feed").await.status,
+        StatusCode::OK,
+        "archiving repairs it"
+    );
 }
 
 #[tokio::test]
@@ -1710,7 +2259,11 @@ async fn without_the_boxed_long_switch_large_ids_work() {
     let q = ask(&doctor.client, patient.id, json!({"question": "Fixed?"})).await;
     let path = format!("/api/doctor/patient/{}/question/{q}", patient.id);
     assert_eq!(doctor.client.get(&path).await.json()["id"], q);
-    doctor.client.put_json(&path, &json!({"question": "Edited"})).await.assert_empty_200();
+    doctor
+        .client
+        .put_json(&path, &json!({"question": "Edited"}))
+        .await
+        .assert_empty_200();
     assert_eq!(doctor.client.get(&path).await.json()["question"], "Edited");
 }
 
@@ -1729,20 +2282,39 @@ async fn html_pages_have_their_roles() {
         ("/dashboard", "<doctor-home></doctor-home>"),
         ("/patient", "<patient-list></patient-list>"),
         ("/patient/5", "<patient-profile></patient-profile>"),
-        ("/patient/5/question", "<patient-questions></patient-questions>"),
-        ("/patient/5/question/new", "<add-patient-question></add-patient-question>"),
-        ("/patient/5/question/9", "<edit-patient-question></edit-patient-question>"),
+        (
+            "/patient/5/question",
+            "<patient-questions></patient-questions>",
+        ),
+        (
+            "/patient/5/question/new",
+            "<add-patient-question></add-patient-question>",
+        ),
+        (
+            "/patient/5/question/9",
+            "<edit-patient-question></edit-patient-question>",
+        ),
     ] {
         let resp = doctor.client.get(path).await;
         assert_eq!(resp.status, StatusCode::OK, "{path}");
         assert_eq!(resp.content_type(), Some("text/html"));
-        assert_eq!(resp.header("cache-control"), Some("no-cache, no-store, must-revalidate"));
+        assert_eq!(
+            resp.header("cache-control"),
+            Some("no-cache, no-store, must-revalidate")
+        );
         assert!(resp.text().contains(component), "{path}");
-        admin.get(path).await.assert_login_page(StatusCode::UNAUTHORIZED);
+        admin
+            .get(path)
+            .await
+            .assert_login_page(StatusCode::UNAUTHORIZED);
     }
     let resp = admin.get("/admin/dashboard").await;
     assert!(resp.text().contains("<admin-home></admin-home>"));
-    doctor.client.get("/admin/dashboard").await.assert_login_page(StatusCode::UNAUTHORIZED);
+    doctor
+        .client
+        .get("/admin/dashboard")
+        .await
+        .assert_login_page(StatusCode::UNAUTHORIZED);
 }
 
 // ------------------------------------------------------------ emulator knobs
@@ -1792,10 +2364,35 @@ async fn control_api_restarts_and_reports() {
     let patient = up.patient("control").await;
     let http = reqwest::Client::new();
     let base = format!("http://{control}");
-    let received: Value = http.get(format!("{base}/received")).send().await.unwrap().json().await.unwrap();
-    assert!(received.as_array().unwrap().iter().any(|r| r["path_and_query"] == "/api/patient/signup"));
-    assert_eq!(http.delete(format!("{base}/received")).send().await.unwrap().status(), StatusCode::NO_CONTENT);
-    assert_eq!(http.post(format!("{base}/restart")).send().await.unwrap().status(), StatusCode::NO_CONTENT);
+    let received: Value = http
+        .get(format!("{base}/received"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(received
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["path_and_query"] == "/api/patient/signup"));
+    assert_eq!(
+        http.delete(format!("{base}/received"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        http.post(format!("{base}/restart"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT
+    );
     patient
         .client
         .get("/api/patient/profile")
@@ -1812,8 +2409,22 @@ async fn control_api_restarts_and_reports() {
         .unwrap();
     assert!(advanced["now"].as_i64().is_some());
     assert!(up.emulator().unwrap().now() >= before + Duration::from_secs(600));
-    assert_eq!(http.post(format!("{base}/codes/expire")).send().await.unwrap().status(), StatusCode::NO_CONTENT);
-    assert_eq!(http.get(format!("{base}/nope")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        http.post(format!("{base}/codes/expire"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        http.get(format!("{base}/nope"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
@@ -1829,7 +2440,9 @@ async fn the_binary_logs_a_random_admin_password_like_the_real_server() {
     let mut lines = tokio::io::BufReader::new(stderr).lines();
     let password = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(pw) = line.strip_prefix("INFO: Admin Username is 'admin' and Admin Password is ") {
+            if let Some(pw) =
+                line.strip_prefix("INFO: Admin Username is 'admin' and Admin Password is ")
+            {
                 return pw.to_owned();
             }
         }

@@ -159,7 +159,12 @@ impl Upstream {
                         "firstName": "Doc", "lastName": tag}),
             )
             .await;
-        assert_eq!(resp.status, StatusCode::OK, "create doctor: {}", resp.text());
+        assert_eq!(
+            resp.status,
+            StatusCode::OK,
+            "create doctor: {}",
+            resp.text()
+        );
         Identity::login(self.client(), username, password).await
     }
 
@@ -199,7 +204,12 @@ pub struct Identity {
 impl Identity {
     async fn login(client: Client, username: String, password: String) -> Self {
         let resp = client.login(&username, &password).await;
-        assert_eq!(resp.status, StatusCode::OK, "login {username}: {}", resp.text());
+        assert_eq!(
+            resp.status,
+            StatusCode::OK,
+            "login {username}: {}",
+            resp.text()
+        );
         let user = resp.json();
         let id = user["id"].as_i64().expect("user id");
         Identity {
@@ -223,7 +233,12 @@ impl Identity {
         let mut all = Vec::new();
         for _ in 0..30 {
             let resp = self.client.get("/api/notification").await;
-            assert_eq!(resp.status, StatusCode::OK, "notifications: {}", resp.text());
+            assert_eq!(
+                resp.status,
+                StatusCode::OK,
+                "notifications: {}",
+                resp.text()
+            );
             all.extend(resp.json().as_array().cloned().unwrap_or_default());
             if all.len() >= n {
                 break;
@@ -345,7 +360,11 @@ impl Call<'_> {
 
     pub async fn send(self) -> Resp {
         let url = format!("{}{}", self.client.base, self.path);
-        let mut req = self.client.http.request(self.method, url).headers(self.headers);
+        let mut req = self
+            .client
+            .http
+            .request(self.method, url)
+            .headers(self.headers);
         if self.use_jar {
             if let Some(session) = self.client.session() {
                 req = req.header("Cookie", format!("JSESSIONID={session}"));
@@ -454,13 +473,23 @@ impl Resp {
 
     /// Asserts a 500 with an empty body (the crashed exception handler).
     pub fn assert_500_empty(&self) {
-        assert_eq!(self.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", self.text());
+        assert_eq!(
+            self.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{}",
+            self.text()
+        );
         assert!(self.body.is_empty(), "empty body, got {:?}", self.text());
     }
 
     /// Asserts a 500 `text/plain` with exactly this message.
     pub fn assert_500_text(&self, message: &str) {
-        assert_eq!(self.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", self.text());
+        assert_eq!(
+            self.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{}",
+            self.text()
+        );
         assert_eq!(self.content_type(), Some("text/plain"));
         assert_eq!(self.text(), message);
     }
