@@ -176,9 +176,9 @@ pub enum EmulatorError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The listener's local address could not be read.
-    #[error("cannot read the listener's address: {0}")]
-    LocalAddr(#[source] std::io::Error),
+    /// The listener could not be used (address unreadable, not convertible).
+    #[error("cannot use the listener: {0}")]
+    Listener(#[source] std::io::Error),
     /// The control listener must be on a loopback address.
     #[error("the control listener must be on a loopback address, not {0}")]
     ControlNotLoopback(SocketAddr),
@@ -218,6 +218,19 @@ impl Emulator {
         Self::serve(listener, options)
     }
 
+    /// Starts serving on a bound `std` listener (made non-blocking here).
+    /// Must be called from within a Tokio runtime.
+    pub fn serve_std(
+        listener: std::net::TcpListener,
+        options: EmulatorOptions,
+    ) -> Result<EmulatorHandle, EmulatorError> {
+        listener
+            .set_nonblocking(true)
+            .and_then(|()| TcpListener::from_std(listener))
+            .map_err(EmulatorError::Listener)
+            .and_then(|listener| Self::serve(listener, options))
+    }
+
     /// Starts serving on an already bound listener. Must be called from
     /// within a Tokio runtime; the emulator's tasks run on it.
     pub fn serve(
@@ -236,7 +249,7 @@ impl Emulator {
                 reason: "too long",
             }
         })?;
-        let addr = listener.local_addr().map_err(EmulatorError::LocalAddr)?;
+        let addr = listener.local_addr().map_err(EmulatorError::Listener)?;
         let clock = clock::Clock::default();
         let admin_password = match options.admin_password {
             Some(password) => password,
@@ -392,7 +405,7 @@ impl EmulatorHandle {
     /// `POST /restart`, `GET`/`DELETE /received`, `POST /clock/advance?seconds=N`
     /// and `POST /codes/expire`. Returns the bound address.
     pub fn serve_control(&mut self, listener: TcpListener) -> Result<SocketAddr, EmulatorError> {
-        let addr = listener.local_addr().map_err(EmulatorError::LocalAddr)?;
+        let addr = listener.local_addr().map_err(EmulatorError::Listener)?;
         if !addr.ip().is_loopback() {
             return Err(EmulatorError::ControlNotLoopback(addr));
         }
