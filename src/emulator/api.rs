@@ -45,6 +45,8 @@ pub(crate) enum ContentType {
     Text,
     Json,
     Html,
+    /// Jetty's own error pages.
+    JettyHtml,
 }
 
 impl ContentType {
@@ -53,6 +55,7 @@ impl ContentType {
             ContentType::Text => "text/plain",
             ContentType::Json => "application/json",
             ContentType::Html => "text/html",
+            ContentType::JettyHtml => "text/html;charset=iso-8859-1",
         }
     }
 }
@@ -69,6 +72,25 @@ pub(crate) struct Outcome {
     pub(crate) new_session: Option<String>,
     /// JavalinVue's `Cache-Control: no-cache, no-store, must-revalidate`.
     pub(crate) no_store: bool,
+    /// Jetty refused the request before Javalin saw it (no `Server: Javalin`,
+    /// and the connection is closed).
+    pub(crate) from_jetty: bool,
+}
+
+impl Outcome {
+    /// Jetty's answer to a request line it cannot decode
+    /// (`ErrorHandler.badMessageError`).
+    fn jetty_bad_request() -> Self {
+        Outcome {
+            status: StatusCode::BAD_REQUEST,
+            content_type: ContentType::JettyHtml,
+            body: Bytes::from_static(b"<h1>Bad Message 400</h1><pre>reason: Bad Request</pre>"),
+            gzipped: None,
+            new_session: None,
+            no_store: false,
+            from_jetty: true,
+        }
+    }
 }
 
 /// What a handler (or the framework around it) ended the request with.
@@ -112,6 +134,10 @@ type Handled = Result<Reply, Reply>;
 
 /// Runs one request through the application.
 pub(crate) fn handle(shared: &Shared, req: &Request<'_>) -> Outcome {
+    // Jetty percent-decodes the path before dispatching, and fails on a bad escape.
+    if !routes::jetty_can_decode(req.path) {
+        return Outcome::jetty_bad_request();
+    }
     let mut new_session = None;
     let mut params: Vec<(&'static str, String)> = Vec::new();
     let reply = match routes::resolve(req.method, req.path) {
@@ -553,6 +579,7 @@ fn finish(
         gzipped: None,
         new_session: new_session.clone(),
         no_store: false,
+        from_jetty: false,
     };
     let page = |status, view| match routes::parse_query(req.query.unwrap_or("")) {
         Ok(query) => Outcome {

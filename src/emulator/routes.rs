@@ -343,8 +343,9 @@ fn match_pattern<'p>(pattern: &'static str, path: &'p str) -> Option<RawParams<'
 #[error("{0}")]
 pub(crate) struct UrlDecodeError(pub(crate) String);
 
-/// `java.net.URLDecoder.decode(s, "UTF-8")`; `plus_is_space` is false for
-/// path parameters (Javalin protects `+` there) and true for query strings.
+/// `java.net.URLDecoder.decode(s, UTF_8)` as of Java 11; `plus_is_space` is
+/// false for path parameters (Javalin protects `+` there) and true for
+/// query strings.
 pub(crate) fn url_decode(s: &str, plus_is_space: bool) -> Result<String, UrlDecodeError> {
     if !s.contains(['%', '+']) {
         return Ok(s.to_owned());
@@ -361,19 +362,18 @@ pub(crate) fn url_decode(s: &str, plus_is_space: bool) -> Result<String, UrlDeco
             b'%' => {
                 // A run of escapes is decoded together, as UTF-8, like Java does.
                 let mut run = Vec::new();
-                while i < bytes.len() && bytes[i] == b'%' {
-                    let Some(hex) = s.get(i + 1..i + 3) else {
-                        return Err(UrlDecodeError(
-                            "URLDecoder: Incomplete trailing escape (%) pattern".to_owned(),
-                        ));
-                    };
-                    let value = java_parse_hex(hex).ok_or_else(|| {
+                while i + 2 < bytes.len() && bytes[i] == b'%' {
+                    run.push(java_parse_hex(&bytes[i + 1..i + 3]).map_err(|detail| {
                         UrlDecodeError(format!(
-                            "URLDecoder: Illegal hex characters in escape (%) pattern - For input string: \"{hex}\""
+                            "URLDecoder: Illegal hex characters in escape (%) pattern - {detail}"
                         ))
-                    })?;
-                    run.push(value);
+                    })?);
                     i += 3;
+                }
+                if i < bytes.len() && bytes[i] == b'%' {
+                    return Err(UrlDecodeError(
+                        "URLDecoder: Incomplete trailing escape (%) pattern".to_owned(),
+                    ));
                 }
                 out.push_str(&String::from_utf8_lossy(&run));
             }
@@ -388,15 +388,51 @@ pub(crate) fn url_decode(s: &str, plus_is_space: bool) -> Result<String, UrlDeco
     Ok(out)
 }
 
-/// `Integer.parseInt(hex, 16)` restricted to the two characters URLDecoder
-/// reads; a sign is accepted by Java but a negative value is rejected later,
-/// which we fold into the same error.
-fn java_parse_hex(hex: &str) -> Option<u8> {
-    let digits = hex.strip_prefix('+').unwrap_or(hex);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
+/// `Integer.parseInt(s, i + 1, i + 3, 16)` on the two characters after a
+/// `%`, with the message of its `NumberFormatException` (Java 11), or the
+/// "negative value" URLDecoder reports for a leading `-`.
+fn java_parse_hex(pair: &[u8]) -> Result<u8, String> {
+    let shown = String::from_utf8_lossy(pair);
+    let error_at = |index: usize| format!("Error at index {index} in: \"{shown}\"");
+    let (negative, start) = match pair.first() {
+        Some(b'-') => (true, 1),
+        Some(b'+') => (false, 1),
+        _ => (false, 0),
+    };
+    let mut value: u8 = 0;
+    for (index, b) in pair.iter().enumerate().skip(start) {
+        let digit = (*b as char).to_digit(16).ok_or_else(|| error_at(index))?;
+        // Two hex digits always fit in a byte.
+        value = value.wrapping_mul(16).wrapping_add(digit as u8);
     }
-    u8::from_str_radix(digits, 16).ok()
+    if negative && value != 0 {
+        return Err("negative value".to_owned());
+    }
+    Ok(value)
+}
+
+/// Whether Jetty 9.4 can decode a request path: every `%` must start a
+/// `%XX` or `%uXXXX` escape. Jetty answers anything else with a 400 of its
+/// own before the request reaches Javalin.
+pub(crate) fn jetty_can_decode(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    let hex = |range: std::ops::Range<usize>| {
+        bytes
+            .get(range)
+            .is_some_and(|b| b.iter().all(u8::is_ascii_hexdigit))
+    };
+    let mut i = 0;
+    while let Some(offset) = bytes[i..].iter().position(|b| *b == b'%') {
+        let at = i + offset;
+        if bytes.get(at + 1) == Some(&b'u') && hex(at + 2..at + 6) {
+            i = at + 6;
+        } else if hex(at + 1..at + 3) {
+            i = at + 3;
+        } else {
+            return false;
+        }
+    }
+    true
 }
 
 /// Parses a query string the way `ContextUtil.splitKeyValueStringAndGroupByKey`
@@ -551,12 +587,35 @@ mod tests {
         assert_eq!(url_decode("%C3%A9", false).unwrap(), "é");
         assert_eq!(
             url_decode("%zz", false).unwrap_err().0,
-            "URLDecoder: Illegal hex characters in escape (%) pattern - For input string: \"zz\""
+            "URLDecoder: Illegal hex characters in escape (%) pattern - Error at index 0 in: \"zz\""
         );
+        assert_eq!(
+            url_decode("%u0041", false).unwrap_err().0,
+            "URLDecoder: Illegal hex characters in escape (%) pattern - Error at index 0 in: \"u0\""
+        );
+        assert_eq!(
+            url_decode("%4g", false).unwrap_err().0,
+            "URLDecoder: Illegal hex characters in escape (%) pattern - Error at index 1 in: \"4g\""
+        );
+        assert_eq!(
+            url_decode("%-1", false).unwrap_err().0,
+            "URLDecoder: Illegal hex characters in escape (%) pattern - negative value"
+        );
+        assert_eq!(url_decode("%+f", false).unwrap(), "\u{f}");
         assert_eq!(
             url_decode("1%2", false).unwrap_err().0,
             "URLDecoder: Incomplete trailing escape (%) pattern"
         );
+    }
+
+    #[test]
+    fn jetty_rejects_undecodable_paths() {
+        for ok in ["/", "/a%20b", "/p/%u0041/x", "/%C3%A9"] {
+            assert!(jetty_can_decode(ok), "{ok}");
+        }
+        for bad in ["/%zz", "/a%2", "/%", "/%u00", "/%u00zz"] {
+            assert!(!jetty_can_decode(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{
-    HeaderValue, ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, EXPIRES, SERVER,
-    SET_COOKIE,
+    HeaderValue, ACCEPT_ENCODING, CACHE_CONTROL, CONNECTION, CONTENT_ENCODING, CONTENT_TYPE,
+    EXPIRES, SERVER, SET_COOKIE,
 };
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -39,6 +39,9 @@ const JAVALIN: HeaderValue = HeaderValue::from_static("Javalin");
 const EPOCH: HeaderValue = HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-cache, no-store, must-revalidate");
 const GZIP: HeaderValue = HeaderValue::from_static("gzip");
+/// What Jetty 9.4.31 (Javalin 3.11's) says about itself on its own errors.
+const JETTY: HeaderValue = HeaderValue::from_static("Jetty(9.4.31.v20200723)");
+const CLOSE: HeaderValue = HeaderValue::from_static("close");
 
 /// Compresses like Javalin (`GZIPOutputStream`, level 6, OS byte 0).
 pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
@@ -137,7 +140,12 @@ fn frame(outcome: Outcome, accepts_gzip: bool) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = outcome.status;
     let headers = response.headers_mut();
-    headers.insert(SERVER, JAVALIN);
+    if outcome.from_jetty {
+        headers.insert(SERVER, JETTY);
+        headers.insert(CONNECTION, CLOSE);
+    } else {
+        headers.insert(SERVER, JAVALIN);
+    }
     headers.insert(
         CONTENT_TYPE,
         HeaderValue::from_static(outcome.content_type.as_str()),

@@ -519,11 +519,46 @@ async fn non_numeric_path_ids_are_400p_but_auth_comes_first() {
 }
 
 #[tokio::test]
-async fn malformed_escape_in_a_path_parameter_is_500_before_the_access_check() {
+async fn undecodable_paths_are_refused_by_jetty_before_javalin() {
     let up = Upstream::start().await;
-    let resp = up.client().get("/api/doctor/patient/%zz").await;
+    for path in ["/api/doctor/patient/%zz", "/api/doctor/feed%", "/%2"] {
+        let resp = up.client().get(path).await;
+        assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(resp.set_cookies().is_empty(), "{path}: no session");
+        assert_ne!(resp.header("server"), Some("Javalin"), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_query_javas_url_decoder_rejects_is_500_where_javalin_reads_it() {
+    let up = Upstream::start().await;
+    let message =
+        "URLDecoder: Illegal hex characters in escape (%) pattern - Error at index 0 in: \"zz\"";
+    // R2 reads `language`; the login page of a 401 renders the query map.
+    up.client()
+        .get("/api/symptom/codes?language=%zz")
+        .await
+        .assert_500_text(message);
+    let resp = up.client().get("/api/doctor/feed?x=%zz").await;
+    resp.assert_500_text(message);
+    assert!(
+        resp.session_cookie().is_some(),
+        "the access manager ran first"
+    );
+    // Routes that never read the query do not care.
+    let doctor = up.doctor("badquery").await;
+    let resp = doctor.client.get("/api/doctor/patient/count?x=%zz").await;
+    assert_eq!(resp.text(), r#"{"count":0}"#);
+}
+
+#[tokio::test]
+async fn a_path_parameter_javas_url_decoder_rejects_is_500_before_the_access_check() {
+    let up = Upstream::start().await;
+    // Jetty decodes %uXXXX; Java's URLDecoder, which Javalin applies to path
+    // parameters, does not.
+    let resp = up.client().get("/api/doctor/patient/%u0041/profile").await;
     resp.assert_500_text(
-        "URLDecoder: Illegal hex characters in escape (%) pattern - For input string: \"zz\"",
+        "URLDecoder: Illegal hex characters in escape (%) pattern - Error at index 0 in: \"u0\"",
     );
     assert!(
         resp.set_cookies().is_empty(),
