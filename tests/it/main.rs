@@ -2,3 +2,6 @@
 //!
 //! Tests that talk to access.md start the in-process emulator unless
 //! `MDGATE_TEST_UPSTREAM` names a real server (see `support`).
+
+mod emulator;
+mod support;
