@@ -66,6 +66,9 @@ impl Federation {
         conn: &ConnInfo,
         req: &Request<Incoming>,
     ) -> (&'static str, Result<Response<ProxyBody>, RequestError>) {
+        if let Err(e) = conn.check_framing() {
+            return ("framing", Err(e));
+        }
         let path = req.uri().path();
         let Some(rest) = path.strip_prefix(PREFIX) else {
             return ("outside", Err(RequestError::NotFound));

@@ -51,6 +51,21 @@ pub struct ConnInfo {
     pub sni: Option<Arc<str>>,
     /// The authenticated peer server on the federation listener.
     pub peer: Option<crate::tls::PeerId>,
+    /// Set once when the raw byte stream showed ambiguous HTTP/1 framing
+    /// (see [`framing::H1Scanner`]); every request on the connection is
+    /// then refused.
+    pub framing_violation: std::sync::OnceLock<&'static str>,
+}
+
+impl ConnInfo {
+    /// The refusal owed to every request on a connection whose framing was
+    /// found ambiguous.
+    pub fn check_framing(&self) -> Result<(), RequestError> {
+        match self.framing_violation.get() {
+            Some(reason) => Err(RequestError::BadRequest(reason)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The pooled HTTP/1.1 client to the upstream.
@@ -179,6 +194,7 @@ impl Proxy {
         request_id: &HeaderValue,
     ) -> Result<Response<ProxyBody>, RequestError> {
         // Filter.
+        conn.check_framing()?;
         framing::check_target(req.method(), req.uri())?;
         if req.version() != Version::HTTP_2 {
             framing::check_framing(req.version(), req.headers())?;

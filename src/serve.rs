@@ -430,6 +430,7 @@ async fn serve_one(
             tls: false,
             sni: None,
             peer: None,
+            framing_violation: Default::default(),
         });
         conn::serve_http(stream, info, handler, &spec.limits, false, shutdown).await;
         return;
@@ -475,6 +476,7 @@ async fn serve_one(
         tls: true,
         sni,
         peer,
+        framing_violation: Default::default(),
     });
     conn::serve_http(tls, info, handler, &spec.limits, h2, shutdown).await;
 }
@@ -504,7 +506,12 @@ fn federation_identity(
     tls::peer_identity(leaf).map_err(|e| ("identity", e.to_string()))
 }
 
-/// Marks the upstream ready when it answers `HEAD /`, every few seconds.
+/// The `User-Agent` of the readiness probe, so upstream logs can tell it apart.
+pub const PROBE_USER_AGENT: &str =
+    concat!("mdgate/", env!("CARGO_PKG_VERSION"), " readiness-probe");
+
+/// Marks the upstream ready when it answers `HEAD /` (which access.md
+/// answers without running a handler), every few seconds.
 async fn probe_upstream(
     cfg: config::Upstream,
     readiness: Arc<Readiness>,
@@ -520,7 +527,9 @@ async fn probe_upstream(
     };
     let mut last = None;
     loop {
-        let req = http::Request::head(uri.clone()).body(http_body_util::Empty::new());
+        let req = http::Request::head(uri.clone())
+            .header(http::header::USER_AGENT, PROBE_USER_AGENT)
+            .body(http_body_util::Empty::new());
         let ok = match req {
             Ok(req) => matches!(
                 tokio::time::timeout(cfg.response_timeout, client.request(req)).await,

@@ -134,6 +134,223 @@ pub fn check_sni(sni: Option<&str>, host: &str) -> Result<(), RequestError> {
     }
 }
 
+/// Largest chunk-size or trailer line the scanner accepts.
+const MAX_LINE: usize = 4096;
+/// Most header fields the scanner parses (the configured limit, capped).
+const MAX_SCANNED_HEADERS: usize = 256;
+
+/// Where an [`H1Scanner`] is in the client's byte stream.
+#[derive(Debug)]
+enum ScanState {
+    /// Collecting a request head.
+    Head(Vec<u8>),
+    /// Inside a body of known length: bytes left.
+    Fixed(u64),
+    /// Collecting a chunk-size line.
+    ChunkSize(Vec<u8>),
+    /// Inside a chunk: bytes left, then its CRLF.
+    ChunkData(u64),
+    /// The CRLF after a chunk's data: bytes of it seen so far.
+    ChunkEnd(u8),
+    /// Trailer section: the current line so far.
+    Trailer(Vec<u8>),
+    /// A violation was found; nothing more is scanned.
+    Failed,
+}
+
+/// Scans the raw bytes a client sends on an HTTP/1.x connection and finds
+/// framing that the HTTP parser would silently repair.
+///
+/// hyper drops a `Content-Length` that comes with `Transfer-Encoding`, and
+/// the second of two equal `Content-Length` headers, before the request is
+/// handed to mdgate, so these cannot be seen on the parsed request. The
+/// scanner sees every byte before the parser does: it parses each request
+/// head itself, checks the framing headers, and follows the body (fixed
+/// length or chunked) to the next head. Its first violation taints the
+/// connection: that request and every later one on it is refused, and the
+/// connection is closed. It never changes the bytes.
+#[derive(Debug)]
+pub struct H1Scanner {
+    state: ScanState,
+    max_head: usize,
+    max_headers: usize,
+}
+
+impl H1Scanner {
+    pub fn new(max_head: usize, max_headers: usize) -> Self {
+        H1Scanner {
+            state: ScanState::Head(Vec::new()),
+            max_head,
+            max_headers,
+        }
+    }
+
+    /// Feeds bytes read from the client. Returns the reason of the first
+    /// violation, once; later calls return `Ok` and scan nothing.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<(), &'static str> {
+        while !bytes.is_empty() {
+            match self.step(bytes) {
+                Ok(used) => bytes = &bytes[used..],
+                Err(reason) => {
+                    self.state = ScanState::Failed;
+                    return Err(reason);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Consumes a prefix of `bytes`, returning its length.
+    fn step(&mut self, bytes: &[u8]) -> Result<usize, &'static str> {
+        match &mut self.state {
+            ScanState::Failed => Ok(bytes.len()),
+            ScanState::Head(buf) => {
+                // Most heads arrive whole in one read: parse them in place and
+                // copy only a partial head.
+                let before = buf.len();
+                let data: &[u8] = if before == 0 {
+                    bytes
+                } else {
+                    buf.extend_from_slice(bytes);
+                    buf
+                };
+                let mut storage = [httparse::EMPTY_HEADER; MAX_SCANNED_HEADERS];
+                let mut req = httparse::Request::new(
+                    &mut storage[..self.max_headers.min(MAX_SCANNED_HEADERS)],
+                );
+                match req.parse(data) {
+                    Ok(httparse::Status::Partial) => {
+                        if data.len() > self.max_head {
+                            // The parser refuses this head itself (431).
+                            return Err("request_head_too_large");
+                        }
+                        if before == 0 {
+                            buf.extend_from_slice(bytes);
+                        }
+                        Ok(bytes.len())
+                    }
+                    Ok(httparse::Status::Complete(head_len)) => {
+                        let next = body_state(req.headers)?;
+                        self.state = next;
+                        Ok(head_len - before)
+                    }
+                    Err(httparse::Error::TooManyHeaders) => Err("too_many_headers"),
+                    Err(_) => Err("malformed_request"),
+                }
+            }
+            ScanState::Fixed(left) => {
+                let n = (*left).min(bytes.len() as u64);
+                *left -= n;
+                if *left == 0 {
+                    self.state = ScanState::Head(Vec::new());
+                }
+                Ok(n as usize)
+            }
+            ScanState::ChunkSize(line) => {
+                let (used, done) = take_line(line, bytes)?;
+                if done {
+                    let size = match httparse::parse_chunk_size(line) {
+                        Ok(httparse::Status::Complete((_, size))) => size,
+                        _ => return Err("malformed_chunk"),
+                    };
+                    self.state = if size == 0 {
+                        ScanState::Trailer(Vec::new())
+                    } else {
+                        ScanState::ChunkData(size)
+                    };
+                }
+                Ok(used)
+            }
+            ScanState::ChunkData(left) => {
+                let n = (*left).min(bytes.len() as u64);
+                *left -= n;
+                if *left == 0 {
+                    self.state = ScanState::ChunkEnd(0);
+                }
+                Ok(n as usize)
+            }
+            ScanState::ChunkEnd(seen) => {
+                let expected = if *seen == 0 { b'\r' } else { b'\n' };
+                if bytes[0] != expected {
+                    return Err("malformed_chunk");
+                }
+                if *seen == 0 {
+                    *seen = 1;
+                } else {
+                    self.state = ScanState::ChunkSize(Vec::new());
+                }
+                Ok(1)
+            }
+            ScanState::Trailer(line) => {
+                let (used, done) = take_line(line, bytes)?;
+                if done {
+                    if line.as_slice() == b"\r\n" || line.as_slice() == b"\n" {
+                        self.state = ScanState::Head(Vec::new());
+                    } else {
+                        line.clear();
+                    }
+                }
+                Ok(used)
+            }
+        }
+    }
+}
+
+/// Appends bytes up to and including the next `\n` to `line`.
+fn take_line(line: &mut Vec<u8>, bytes: &[u8]) -> Result<(usize, bool), &'static str> {
+    let (used, done) = match bytes.iter().position(|&b| b == b'\n') {
+        Some(i) => (i + 1, true),
+        None => (bytes.len(), false),
+    };
+    line.extend_from_slice(&bytes[..used]);
+    if line.len() > MAX_LINE {
+        return Err("malformed_chunk");
+    }
+    Ok((used, done))
+}
+
+/// The body framing a request head announces, refusing ambiguity.
+fn body_state(headers: &[httparse::Header<'_>]) -> Result<ScanState, &'static str> {
+    let mut lengths = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"));
+    let mut codings = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+    let length = lengths.next();
+    let coding = codings.next();
+    if lengths.next().is_some() {
+        return Err("duplicate_content_length");
+    }
+    match (length, coding) {
+        (Some(_), Some(_)) => Err("content_length_with_transfer_encoding"),
+        (None, Some(te)) => {
+            let single_chunked = codings.next().is_none()
+                && std::str::from_utf8(te.value)
+                    .map(|v| v.trim().eq_ignore_ascii_case("chunked"))
+                    .unwrap_or(false);
+            if single_chunked {
+                Ok(ScanState::ChunkSize(Vec::new()))
+            } else {
+                Err("unsupported_transfer_encoding")
+            }
+        }
+        (Some(cl), None) => {
+            let text = std::str::from_utf8(cl.value).map_err(|_| "invalid_content_length")?;
+            let n: u64 = text.trim().parse().map_err(|_| "invalid_content_length")?;
+            if !text.trim().bytes().all(|b| b.is_ascii_digit()) {
+                return Err("invalid_content_length");
+            }
+            Ok(if n == 0 {
+                ScanState::Head(Vec::new())
+            } else {
+                ScanState::Fixed(n)
+            })
+        }
+        (None, None) => Ok(ScanState::Head(Vec::new())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,5 +484,59 @@ mod tests {
         );
         assert_eq!(check_sni(None, "a").unwrap_err().reason(), "sni_required");
         assert_eq!(host_without_port("[::1]:8443"), "::1");
+    }
+
+    fn scan(input: &[u8]) -> Result<(), &'static str> {
+        let mut s = H1Scanner::new(16 * 1024, 100);
+        s.feed(input)
+    }
+
+    #[test]
+    fn scanner_accepts_well_framed_pipelines() {
+        let pipeline = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello\
+GET /b HTTP/1.1\r\nHost: h\r\n\r\n\
+POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\n\
+GET /d HTTP/1.1\r\nHost: h\r\n\r\n";
+        assert_eq!(scan(pipeline), Ok(()));
+        // The same bytes, one at a time.
+        let mut s = H1Scanner::new(16 * 1024, 100);
+        for b in pipeline.iter() {
+            assert_eq!(s.feed(std::slice::from_ref(b)), Ok(()));
+        }
+    }
+
+    #[test]
+    fn scanner_finds_what_the_parser_would_repair() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n", "content_length_with_transfer_encoding"),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n", "content_length_with_transfer_encoding"),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab", "duplicate_content_length"),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "unsupported_transfer_encoding"),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", "unsupported_transfer_encoding"),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +5\r\n\r\n", "invalid_content_length"),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "malformed_chunk"),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabXX", "malformed_chunk"),
+        ];
+        for (input, reason) in cases {
+            assert_eq!(
+                scan(input),
+                Err(*reason),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        // A smuggled second request hidden in a first one's body is seen as
+        // its own head once the declared body ends.
+        let smuggle = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\nGET /x HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
+        assert_eq!(scan(smuggle), Err("duplicate_content_length"));
+    }
+
+    #[test]
+    fn scanner_stops_after_the_first_violation() {
+        let mut s = H1Scanner::new(16 * 1024, 100);
+        assert!(s
+            .feed(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n")
+            .is_err());
+        assert_eq!(s.feed(b"anything at all"), Ok(()));
     }
 }

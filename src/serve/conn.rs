@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::config::Limits;
 use crate::federation::Federation;
 use crate::proxy::body::ProxyBody;
+use crate::proxy::framing::H1Scanner;
 use crate::proxy::{ConnInfo, Proxy};
 
 /// What answers the requests of a listener.
@@ -64,11 +65,14 @@ impl Activity {
 }
 
 pin_project_lite::pin_project! {
-    /// An I/O stream that records when bytes last moved.
+    /// An I/O stream that records when bytes last moved and, on HTTP/1
+    /// connections, scans the client's bytes for ambiguous framing.
     struct ActivityIo<T> {
         #[pin]
         inner: T,
         activity: Arc<Activity>,
+        scanner: Option<H1Scanner>,
+        info: Arc<ConnInfo>,
     }
 }
 
@@ -83,6 +87,11 @@ impl<T: AsyncRead> AsyncRead for ActivityIo<T> {
         let r = this.inner.poll_read(cx, buf);
         if buf.filled().len() != before {
             this.activity.touch();
+            if let Some(scanner) = this.scanner {
+                if let Err(reason) = scanner.feed(&buf.filled()[before..]) {
+                    let _ = this.info.framing_violation.set(reason);
+                }
+            }
         }
         r
     }
@@ -141,9 +150,12 @@ pub async fn serve_http<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity::new());
+    let scanner = (!h2).then(|| H1Scanner::new(limits.max_header_bytes, limits.max_headers));
     let io = TokioIo::new(ActivityIo {
         inner: io,
         activity: activity.clone(),
+        scanner,
+        info: info.clone(),
     });
     let svc_info = info.clone();
     let svc = service_fn(move |req| {

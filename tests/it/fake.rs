@@ -108,7 +108,9 @@ async fn answer(
             let mut body = req.into_body();
             let mut total = 0usize;
             while let Some(frame) = body.frame().await {
-                let Ok(frame): Result<Frame<Bytes>, _> = frame else { break };
+                let Ok(frame): Result<Frame<Bytes>, _> = frame else {
+                    break;
+                };
                 if let Some(data) = frame.data_ref() {
                     total += data.len();
                     let _ = chunk_tx.send(data.len()).await;

@@ -150,7 +150,8 @@ impl Gate {
         let text = config_text(dir.path(), &opts);
         let config_path = dir.path().join("mdgate.toml");
         std::fs::write(&config_path, &text).unwrap();
-        let config = mdgate::config::load(&config_path).unwrap_or_else(|e| panic!("{}", e.report()));
+        let config =
+            mdgate::config::load(&config_path).unwrap_or_else(|e| panic!("{}", e.report()));
         let running = serve::start(config).await.expect("mdgate starts");
         Gate {
             public: running.public_addr,
@@ -172,7 +173,9 @@ impl Gate {
         reqwest::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(self.ca.cert_pem().as_bytes()).unwrap())
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(self.ca.cert_pem().as_bytes()).unwrap(),
+            )
             .resolve(FQDN, self.public)
             .no_gzip()
             .no_proxy()
@@ -197,7 +200,9 @@ impl Gate {
         let mut b = reqwest::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(self.ca.cert_pem().as_bytes()).unwrap())
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(self.ca.cert_pem().as_bytes()).unwrap(),
+            )
             .resolve(FQDN, addr)
             .no_proxy()
             .timeout(Duration::from_secs(10));
@@ -209,7 +214,10 @@ impl Gate {
 
     /// `https://gate.mdgate.test:<federation port>`.
     pub fn federation_base(&self) -> String {
-        format!("https://{FQDN}:{}", self.federation.expect("federation listener").port())
+        format!(
+            "https://{FQDN}:{}",
+            self.federation.expect("federation listener").port()
+        )
     }
 
     /// The admin listener's `/metrics` text.
@@ -225,7 +233,12 @@ impl Gate {
     /// A raw TLS exchange with the public listener: sends `request` bytes
     /// with SNI `sni`, returns everything read until the server closes or
     /// `wait` passes, and the certificate the server presented.
-    pub async fn raw(&self, sni: &str, request: &[u8], wait: Duration) -> (String, Vec<CertificateDer<'static>>) {
+    pub async fn raw(
+        &self,
+        sni: &str,
+        request: &[u8],
+        wait: Duration,
+    ) -> (String, Vec<CertificateDer<'static>>) {
         raw_tls(self.public, &self.ca.cert_pem(), sni, request, wait).await
     }
 

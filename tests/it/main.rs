@@ -4,4 +4,9 @@
 //! `MDGATE_TEST_UPSTREAM` names a real server (see `support`).
 
 mod emulator;
+mod fake;
+mod federation_listener;
+mod gate;
+mod process;
+mod proxy;
 mod support;

@@ -65,11 +65,19 @@ impl Proc {
                 sink.lock().unwrap().push(line);
             }
         });
-        let (public, admin) = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
-            .await
-            .unwrap()
-            .unwrap_or_else(|_| panic!("mdgate did not start: {:?}", log.lock().unwrap()));
-        Proc { child, log, public, admin, dir, ca }
+        let (public, admin) =
+            tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
+                .await
+                .unwrap()
+                .unwrap_or_else(|_| panic!("mdgate did not start: {:?}", log.lock().unwrap()));
+        Proc {
+            child,
+            log,
+            public,
+            admin,
+            dir,
+            ca,
+        }
     }
 
     fn signal(&self, sig: &str) {
@@ -85,7 +93,9 @@ impl Proc {
         reqwest::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(self.ca.cert_pem().as_bytes()).unwrap())
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(self.ca.cert_pem().as_bytes()).unwrap(),
+            )
             .resolve(FQDN, self.public)
             .http1_only()
             .no_proxy()
@@ -140,7 +150,11 @@ impl Drop for Proc {
 }
 
 fn check_config(path: &Path) -> (i32, String, String) {
-    let out = Command::new(BIN).args(["check-config", "-c"]).arg(path).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "-c"])
+        .arg(path)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -162,24 +176,45 @@ fn check_config_accepts_a_good_file_and_locates_errors_in_a_bad_one() {
     assert!(stdout.contains("successful"), "{stdout}");
 
     // An unknown key: its file, line and column, and the key.
-    let bad = good.replace("connect_timeout = \"1s\"", "connect_timeout = \"1s\"\nconect_retries = 3");
+    let bad = good.replace(
+        "connect_timeout = \"1s\"",
+        "connect_timeout = \"1s\"\nconect_retries = 3",
+    );
     std::fs::write(&path, &bad).unwrap();
-    let line = bad.lines().position(|l| l.starts_with("conect_retries")).unwrap() + 1;
+    let line = bad
+        .lines()
+        .position(|l| l.starts_with("conect_retries"))
+        .unwrap()
+        + 1;
     let (code, _, stderr) = check_config(&path);
     assert_eq!(code, 64);
-    assert!(stderr.contains(&format!("{}:{line}:1:", path.display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:{line}:1:", path.display())),
+        "{stderr}"
+    );
     assert!(stderr.contains("conect_retries"), "{stderr}");
 
     // A key file readable by others is refused with the fix to apply.
     std::fs::write(&path, &good).unwrap();
     let key_path = dir.path().join("public.key");
-    std::fs::set_permissions(&key_path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(
+        &key_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
     let (code, _, stderr) = check_config(&path);
     assert_eq!(code, 64);
-    assert!(stderr.contains("public.tls.key_file") && stderr.contains("chmod 600"), "{stderr}");
+    assert!(
+        stderr.contains("public.tls.key_file") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
 
     // A bad value: the key and a reason.
-    std::fs::set_permissions(&key_path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(
+        &key_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     std::fs::write(&path, good.replace("workers = 1", "workers = \"many\"")).unwrap();
     let (code, _, stderr) = check_config(&path);
     assert_eq!(code, 64);
@@ -191,8 +226,16 @@ async fn sighup_with_a_broken_certificate_keeps_serving_the_old_one() {
     let up = Upstream::start().await;
     let proc = Proc::start(GateOptions::new(up.base()), &[]).await;
     proc.wait_ready().await;
-    let request = format!("GET /api/symptom/codes HTTP/1.1\r\nHost: {FQDN}\r\nConnection: close\r\n\r\n");
-    let (_, before) = gate::raw_tls(proc.public, &proc.ca.cert_pem(), FQDN, request.as_bytes(), Duration::from_secs(5)).await;
+    let request =
+        format!("GET /api/symptom/codes HTTP/1.1\r\nHost: {FQDN}\r\nConnection: close\r\n\r\n");
+    let (_, before) = gate::raw_tls(
+        proc.public,
+        &proc.ca.cert_pem(),
+        FQDN,
+        request.as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await;
 
     std::fs::write(proc.dir.path().join("public.crt"), "garbage").unwrap();
     proc.signal("HUP");
@@ -205,10 +248,22 @@ async fn sighup_with_a_broken_certificate_keeps_serving_the_old_one() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(seen, "reload failure logged: {}", proc.log_text());
-    let (resp, after) = gate::raw_tls(proc.public, &proc.ca.cert_pem(), FQDN, request.as_bytes(), Duration::from_secs(5)).await;
+    let (resp, after) = gate::raw_tls(
+        proc.public,
+        &proc.ca.cert_pem(),
+        FQDN,
+        request.as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert_eq!(after[0], before[0]);
-    let resp = proc.http().get(format!("{}/api/symptom/codes", proc.base())).send().await.unwrap();
+    let resp = proc
+        .http()
+        .get(format!("{}/api/symptom/codes", proc.base()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
@@ -217,7 +272,11 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     let stepper = Stepper::start().await;
     let proc = Proc::start(GateOptions::new(&stepper.addr.to_string()), &[]).await;
     let http = proc.http();
-    let mut resp = http.get(format!("{}/stream", proc.base())).send().await.unwrap();
+    let mut resp = http
+        .get(format!("{}/stream", proc.base()))
+        .send()
+        .await
+        .unwrap();
     let first = resp.chunk().await.unwrap().unwrap();
     assert_eq!(&first[..], b"first;");
 
@@ -226,7 +285,13 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     let fresh = proc.http();
     let mut refused = false;
     for _ in 0..50 {
-        if fresh.get(format!("{}/stream", proc.base())).timeout(Duration::from_millis(500)).send().await.is_err() {
+        if fresh
+            .get(format!("{}/stream", proc.base()))
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await
+            .is_err()
+        {
             refused = true;
             break;
         }
@@ -253,12 +318,18 @@ async fn no_password_cookie_or_token_reaches_the_log() {
     let login = client.login(&patient.username, &patient.password).await;
     assert_eq!(login.status, StatusCode::OK);
     let cookie = client.session().expect("session cookie");
-    assert_eq!(client.get("/api/patient/profile").await.status, StatusCode::OK);
+    assert_eq!(
+        client.get("/api/patient/profile").await.status,
+        StatusCode::OK
+    );
     let wrong = client.login(&patient.username, "not-the-password-42").await;
     assert_eq!(wrong.status, StatusCode::FORBIDDEN);
     let token = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2VjcmV0LXNpZ25hdHVyZQ";
     let bearer = client
-        .call(reqwest::Method::GET, "/api/patient/profile;jsessionid=leaked")
+        .call(
+            reqwest::Method::GET,
+            "/api/patient/profile;jsessionid=leaked",
+        )
         .header("authorization", &format!("Bearer {token}"))
         .send()
         .await;
@@ -270,7 +341,13 @@ async fn no_password_cookie_or_token_reaches_the_log() {
     // The log is not empty: requests were logged at trace level.
     assert!(log.lines().count() > 3, "{log}");
     assert!(log.contains("path_parameter"), "refusal logged: {log}");
-    for secret in [patient.password.as_str(), "not-the-password-42", cookie.as_str(), token, "leaked"] {
+    for secret in [
+        patient.password.as_str(),
+        "not-the-password-42",
+        cookie.as_str(),
+        token,
+        "leaked",
+    ] {
         assert!(!log.contains(secret), "{secret:?} reached the log:\n{log}");
     }
 }

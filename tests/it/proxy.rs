@@ -20,7 +20,7 @@ fn without_secure(cookie: &str) -> String {
 }
 
 fn emulator_received(up: &Upstream) -> Option<Vec<mdgate::emulator::RecordedRequest>> {
-    up.emulator().map(|e| e.received())
+    up.emulator().map(|_| crate::support::forwarded(up))
 }
 
 #[tokio::test]
@@ -29,7 +29,10 @@ async fn login_through_the_gate_matches_direct_plus_secure() {
     let gate = Gate::start(GateOptions::new(up.base())).await;
     let patient = up.patient("fidelity").await;
 
-    let direct = up.client().login(&patient.username, &patient.password).await;
+    let direct = up
+        .client()
+        .login(&patient.username, &patient.password)
+        .await;
     let through = via(&gate).login(&patient.username, &patient.password).await;
     assert_eq!(direct.status, StatusCode::OK);
     assert_eq!(through.status, direct.status);
@@ -43,15 +46,28 @@ async fn login_through_the_gate_matches_direct_plus_secure() {
     assert_eq!(t.len(), 1, "{t:?}");
     assert!(t[0].ends_with("; Secure"), "{}", t[0]);
     // Same attributes; the session ids differ (two logins).
-    let attrs = |c: &str| without_secure(c).split(';').skip(1).map(|s| s.trim().to_owned()).collect::<Vec<_>>();
+    let attrs = |c: &str| {
+        without_secure(c)
+            .split(';')
+            .skip(1)
+            .map(|s| s.trim().to_owned())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(attrs(t[0]), attrs(d[0]));
     assert!(t[0].starts_with("JSESSIONID="));
 
     // A request id comes back and was sent upstream.
-    let rid = through.header("x-request-id").expect("request id").to_owned();
+    let rid = through
+        .header("x-request-id")
+        .expect("request id")
+        .to_owned();
     assert_eq!(rid.len(), 32);
     if let Some(received) = emulator_received(&up) {
-        let last = received.iter().rev().find(|r| r.path_and_query == "/api/login").unwrap();
+        let last = received
+            .iter()
+            .rev()
+            .find(|r| r.path_and_query == "/api/login")
+            .unwrap();
         assert_eq!(last.header("x-request-id"), Some(rid.as_str()));
     }
     gate.stop().await;
@@ -88,7 +104,12 @@ async fn gzip_and_head_pass_through() {
     let http = gate.http1();
     let url = format!("{}/api/symptom/codes", gate.base());
 
-    let gz = http.get(&url).header("accept-encoding", "gzip").send().await.unwrap();
+    let gz = http
+        .get(&url)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(gz.status(), StatusCode::OK);
     assert_eq!(gz.headers()["content-encoding"], "gzip");
     let compressed = gz.bytes().await.unwrap();
@@ -97,7 +118,12 @@ async fn gzip_and_head_pass_through() {
     std::io::Read::read_to_string(&mut decoder, &mut plain).unwrap();
     let list: Vec<Value> = serde_json::from_str(&plain).unwrap();
     assert_eq!(list.len(), 308);
-    let direct = up.client().call(reqwest::Method::GET, "/api/symptom/codes").header("accept-encoding", "gzip").send().await;
+    let direct = up
+        .client()
+        .call(reqwest::Method::GET, "/api/symptom/codes")
+        .header("accept-encoding", "gzip")
+        .send()
+        .await;
     assert_eq!(direct.decoded(), plain.as_bytes(), "same list as direct");
 
     let head = http.head(&url).send().await.unwrap();
@@ -127,7 +153,12 @@ async fn http2_by_alpn_reaches_the_http1_upstream() {
 async fn response_bodies_stream_without_buffering() {
     let stepper = Stepper::start().await;
     let gate = Gate::start(GateOptions::new(&stepper.addr.to_string())).await;
-    let mut resp = gate.http1().get(format!("{}/stream", gate.base())).send().await.unwrap();
+    let mut resp = gate
+        .http1()
+        .get(format!("{}/stream", gate.base()))
+        .send()
+        .await
+        .unwrap();
     // The first chunk arrives while the upstream is still holding the rest:
     // mdgate did not wait for the whole body.
     let first = tokio::time::timeout(Duration::from_secs(5), resp.chunk())
@@ -150,7 +181,16 @@ async fn request_bodies_stream_without_buffering() {
     let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
     let http = gate.http1();
     let url = format!("{}/upload", gate.base());
-    let call = tokio::spawn(async move { http.post(url).body(body).send().await.unwrap().text().await.unwrap() });
+    let call = tokio::spawn(async move {
+        http.post(url)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
     tx.send(Ok(vec![b'a'; 64 * 1024])).await.unwrap();
     // The upstream sees the first part while the client still holds the rest.
     let mut chunks = stepper.chunks.lock().await;
@@ -178,7 +218,13 @@ fn tokio_stream_from(
 /// Raw requests that must be refused before anything reaches the upstream.
 #[tokio::test]
 async fn smuggling_attempts_are_refused_and_never_forwarded() {
-    let Some(up) = Upstream::emulator_only("smuggling", "needs the emulator's record of received requests", Default::default()).await else {
+    let Some(up) = Upstream::emulator_only(
+        "smuggling",
+        "needs the emulator's record of received requests",
+        Default::default(),
+    )
+    .await
+    else {
         return;
     };
     let gate = Gate::start(GateOptions::new(up.base())).await;
@@ -216,25 +262,51 @@ async fn smuggling_attempts_are_refused_and_never_forwarded() {
         ),
     ];
     for (request, status, reason) in &cases {
-        let (resp, _) = gate.raw(FQDN, request.as_bytes(), Duration::from_secs(3)).await;
+        let (resp, _) = gate
+            .raw(FQDN, request.as_bytes(), Duration::from_secs(3))
+            .await;
         let first_line = resp.lines().next().unwrap_or("");
-        assert!(first_line.starts_with(&format!("HTTP/1.1 {status}")), "{request:?} -> {resp}");
-        assert!(resp.contains(&format!("\"error\":\"{reason}\"")), "{request:?} -> {resp}");
+        assert!(
+            first_line.starts_with(&format!("HTTP/1.1 {status}")),
+            "{request:?} -> {resp}"
+        );
+        assert!(
+            resp.contains(&format!("\"error\":\"{reason}\"")),
+            "{request:?} -> {resp}"
+        );
         assert!(resp.contains("\"request_id\":\""), "{resp}");
         if *status == "400" {
-            assert!(resp.to_ascii_lowercase().contains("connection: close"), "{resp}");
+            assert!(
+                resp.to_ascii_lowercase().contains("connection: close"),
+                "{resp}"
+            );
         }
     }
-    let received = up.emulator().unwrap().received();
-    assert!(received.is_empty(), "nothing may reach the upstream: {received:?}");
+    let received = crate::support::forwarded(&up);
+    assert!(
+        received.is_empty(),
+        "nothing may reach the upstream: {received:?}"
+    );
     let metrics = gate.metrics().await;
-    assert!(gate::metric(&metrics, "mdgate_requests_rejected_total{listener=\"public\",reason=\"path_parameter\"}") >= 2.0, "{metrics}");
+    assert!(
+        gate::metric(
+            &metrics,
+            "mdgate_requests_rejected_total{listener=\"public\",reason=\"path_parameter\"}"
+        ) >= 2.0,
+        "{metrics}"
+    );
     gate.stop().await;
 }
 
 #[tokio::test]
 async fn client_forwarding_and_hop_by_hop_headers_never_reach_the_upstream() {
-    let Some(up) = Upstream::emulator_only("header hygiene", "needs the emulator's record of received requests", Default::default()).await else {
+    let Some(up) = Upstream::emulator_only(
+        "header hygiene",
+        "needs the emulator's record of received requests",
+        Default::default(),
+    )
+    .await
+    else {
         return;
     };
     let gate = Gate::start(GateOptions::new(up.base())).await;
@@ -263,18 +335,50 @@ async fn client_forwarding_and_hop_by_hop_headers_never_reach_the_upstream() {
     let rid = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert_ne!(rid, "client-chosen");
 
-    let received = up.emulator().unwrap().received();
+    let received = crate::support::forwarded(&up);
     assert_eq!(received.len(), 1, "{received:?}");
     let r = &received[0];
-    let names: Vec<String> = r.headers.iter().map(|(k, _)| k.to_ascii_lowercase()).collect();
-    for gone in ["x_forwarded_for", "x-forwarded_host", "x-real-ip", "x-mdgate-peer", "x-hop-secret", "keep-alive", "proxy-connection", "te", "upgrade"] {
-        assert!(!names.iter().any(|n| n == gone), "{gone} reached the upstream: {names:?}");
+    let names: Vec<String> = r
+        .headers
+        .iter()
+        .map(|(k, _)| k.to_ascii_lowercase())
+        .collect();
+    for gone in [
+        "x_forwarded_for",
+        "x-forwarded_host",
+        "x-real-ip",
+        "x-mdgate-peer",
+        "x-hop-secret",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "upgrade",
+    ] {
+        assert!(
+            !names.iter().any(|n| n == gone),
+            "{gone} reached the upstream: {names:?}"
+        );
     }
-    let all = |name: &str| r.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone()).collect::<Vec<_>>();
+    let all = |name: &str| {
+        r.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(all("x-forwarded-for"), vec!["127.0.0.1"]);
     assert_eq!(all("x-forwarded-proto"), vec!["https"]);
-    assert_eq!(all("x-forwarded-host"), vec![format!("{FQDN}:{}", gate.public.port())]);
-    assert_eq!(all("forwarded"), vec![format!("for=127.0.0.1;proto=https;host=\"{FQDN}:{}\"", gate.public.port())]);
+    assert_eq!(
+        all("x-forwarded-host"),
+        vec![format!("{FQDN}:{}", gate.public.port())]
+    );
+    assert_eq!(
+        all("forwarded"),
+        vec![format!(
+            "for=127.0.0.1;proto=https;host=\"{FQDN}:{}\"",
+            gate.public.port()
+        )]
+    );
     assert_eq!(all("x-request-id"), vec![rid]);
     assert_eq!(all("x-ordinary"), vec!["kept"]);
     gate.stop().await;
@@ -284,15 +388,31 @@ async fn client_forwarding_and_hop_by_hop_headers_never_reach_the_upstream() {
 async fn upstream_down_gives_502_json() {
     let port = fake::closed_port().await;
     let gate = Gate::start(GateOptions::new(&port.to_string())).await;
-    let resp = gate.http1().get(format!("{}/api/symptom/codes", gate.base())).send().await.unwrap();
+    let resp = gate
+        .http1()
+        .get(format!("{}/api/symptom/codes", gate.base()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
     assert_eq!(resp.headers()["content-type"], "application/json");
     let rid = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body, json!({"error": "upstream_unavailable", "request_id": rid}));
+    assert_eq!(
+        body,
+        json!({"error": "upstream_unavailable", "request_id": rid})
+    );
     let metrics = gate.metrics().await;
-    assert!(gate::metric(&metrics, "mdgate_upstream_errors_total{kind=\"connect\"}") >= 1.0, "{metrics}");
-    assert!(gate::metric(&metrics, "mdgate_requests_total{listener=\"public\",route_class=\"api\",status=\"502\"}") >= 1.0);
+    assert!(
+        gate::metric(&metrics, "mdgate_upstream_errors_total{kind=\"connect\"}") >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        gate::metric(
+            &metrics,
+            "mdgate_requests_total{listener=\"public\",route_class=\"api\",status=\"502\"}"
+        ) >= 1.0
+    );
     gate.stop().await;
 }
 
@@ -304,18 +424,32 @@ async fn upstream_too_slow_gives_504_in_bounded_time() {
     let gate = Gate::start(opts.clone()).await;
     // The gate's response timeout is 5 s (see gate::config_text).
     let start = Instant::now();
-    let resp = gate.http1().get(format!("{}/api/symptom/codes", gate.base())).send().await.unwrap();
+    let resp = gate
+        .http1()
+        .get(format!("{}/api/symptom/codes", gate.base()))
+        .send()
+        .await
+        .unwrap();
     let took = start.elapsed();
     assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "upstream_timeout");
-    assert!(took >= Duration::from_secs(4) && took < Duration::from_secs(15), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(15),
+        "{took:?}"
+    );
     gate.stop().await;
 }
 
 #[tokio::test]
 async fn oversized_bodies_get_413_and_are_not_forwarded() {
-    let Some(up) = Upstream::emulator_only("oversized", "needs the emulator's record of received requests", Default::default()).await else {
+    let Some(up) = Upstream::emulator_only(
+        "oversized",
+        "needs the emulator's record of received requests",
+        Default::default(),
+    )
+    .await
+    else {
         return;
     };
     let mut opts = GateOptions::new(up.base());
@@ -329,13 +463,16 @@ async fn oversized_bodies_get_413_and_are_not_forwarded() {
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "request_too_large");
-    assert!(up.emulator().unwrap().received().is_empty());
+    assert!(crate::support::forwarded(&up).is_empty());
 
     // Chunked, no declared length: cut off once the limit is passed.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..8).map(|_| Ok(vec![b' '; 512])).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..8).map(|_| Ok(vec![b' '; 512])).collect();
     let resp = http
         .post(&url)
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await
         .unwrap();
@@ -353,16 +490,24 @@ async fn oversized_bodies_get_413_and_are_not_forwarded() {
 
 #[tokio::test]
 async fn upstream_restart_passes_through_as_the_upstream_answers() {
-    let Some(up) = Upstream::emulator_only("restart", "restarts the emulator", Default::default()).await else {
+    let Some(up) =
+        Upstream::emulator_only("restart", "restarts the emulator", Default::default()).await
+    else {
         return;
     };
     let gate = Gate::start(GateOptions::new(up.base())).await;
     let patient = up.patient("restart").await;
     let client = via(&gate);
     client.login(&patient.username, &patient.password).await;
-    assert_eq!(client.get("/api/patient/profile").await.status, StatusCode::OK);
+    assert_eq!(
+        client.get("/api/patient/profile").await.status,
+        StatusCode::OK
+    );
     up.emulator().unwrap().restart();
     // The user's session died upstream: the upstream's own 401 comes back.
-    client.get("/api/patient/profile").await.assert_login_page(StatusCode::UNAUTHORIZED);
+    client
+        .get("/api/patient/profile")
+        .await
+        .assert_login_page(StatusCode::UNAUTHORIZED);
     gate.stop().await;
 }

@@ -273,6 +273,16 @@ impl Client {
         }
     }
 
+    /// A client for `base` that sends through `http` (e.g. a client set up
+    /// for mdgate's TLS listener), with an empty jar.
+    pub fn with_http(base: &str, http: reqwest::Client) -> Self {
+        Client {
+            http,
+            base: base.to_owned(),
+            session: Mutex::new(None),
+        }
+    }
+
     /// The `JSESSIONID` this identity holds.
     pub fn session(&self) -> Option<String> {
         self.session.lock().unwrap().clone()
@@ -537,4 +547,14 @@ impl<'de> serde::Deserialize<'de> for Keys {
         }
         d.deserialize_map(Visitor)
     }
+}
+
+/// What the emulator received, less mdgate's readiness probes.
+pub fn forwarded(up: &Upstream) -> Vec<mdgate::emulator::RecordedRequest> {
+    up.emulator()
+        .expect("only with the emulator")
+        .received()
+        .into_iter()
+        .filter(|r| r.header("user-agent") != Some(mdgate::serve::PROBE_USER_AGENT))
+        .collect()
 }
