@@ -130,7 +130,7 @@ fn main() -> ExitCode {
         Command::Demo { dir, once } => {
             mdgate::logging::init(&config::Log {
                 format: LogFormat::Text,
-                filter: "warn,mdgate=info".into(),
+                filter: "warn".into(),
             });
             run_async(async move {
                 mdgate::demo::run(dir, once)

@@ -351,3 +351,60 @@ async fn no_password_cookie_or_token_reaches_the_log() {
         assert!(!log.contains(secret), "{secret:?} reached the log:\n{log}");
     }
 }
+
+#[test]
+fn the_demo_walks_through_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["demo", "--once", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Set-Cookie: JSESSIONID=…; Path=/; HttpOnly; Secure"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(r#"{"error":"path_parameter""#), "{stdout}");
+    assert!(
+        stdout.contains(r#""peer":"server2.demo.mdgate.test""#),
+        "{stdout}"
+    );
+    // The configuration it wrote is valid for check-config.
+    let (code, _, stderr) = check_config(&dir.path().join("mdgate.toml"));
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[tokio::test]
+async fn systemd_is_told_ready_reloading_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let up = Upstream::start().await;
+    let sockdir = tempfile::tempdir().unwrap();
+    let path = sockdir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let proc = Proc::start(
+        GateOptions::new(up.base()),
+        &[("NOTIFY_SOCKET", path.to_str().unwrap())],
+    )
+    .await;
+    let recv = |sock: &UnixDatagram| {
+        let mut buf = [0u8; 256];
+        let n = sock.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(recv(&sock).trim(), "READY=1");
+    proc.signal("HUP");
+    assert_eq!(recv(&sock).trim(), "RELOADING=1");
+    assert_eq!(recv(&sock).trim(), "READY=1");
+    proc.signal("TERM");
+    assert_eq!(recv(&sock).trim(), "STOPPING=1");
+    let (code, _) = proc.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(code, Some(0));
+}

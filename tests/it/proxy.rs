@@ -511,3 +511,84 @@ async fn upstream_restart_passes_through_as_the_upstream_answers() {
         .assert_login_page(StatusCode::UNAUTHORIZED);
     gate.stop().await;
 }
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
+    let up = Upstream::start().await;
+    let mut opts = GateOptions::new(up.base());
+    opts.public_limits = "idle_timeout = \"1s\"".into();
+    let gate = Gate::start(opts).await;
+    let request = format!("GET /api/symptom/codes HTTP/1.1\r\nHost: {FQDN}\r\n\r\n");
+    let start = Instant::now();
+    let (resp, _) = gate
+        .raw(FQDN, request.as_bytes(), Duration::from_secs(10))
+        .await;
+    let took = start.elapsed();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    // Closed by the server after about a second of idleness (well before
+    // the 2 s header-read timeout and the 10 s the client would wait).
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(1900),
+        "{took:?}"
+    );
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_head_is_cut_off() {
+    let up = Upstream::start().await;
+    let gate = Gate::start(GateOptions::new(up.base())).await;
+    let start = Instant::now();
+    let (resp, _) = gate
+        .raw(
+            FQDN,
+            format!("GET / HTTP/1.1\r\nHost: {FQDN}\r\nX-Slow: ").as_bytes(),
+            Duration::from_secs(10),
+        )
+        .await;
+    let took = start.elapsed();
+    // header_read_timeout is 2 s in the test configuration.
+    assert!(
+        took >= Duration::from_millis(1800) && took < Duration::from_secs(5),
+        "{took:?} {resp}"
+    );
+    assert!(!resp.contains("200 OK"));
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_heads_are_refused() {
+    let Some(up) = Upstream::emulator_only(
+        "oversized head",
+        "needs the emulator's record of received requests",
+        Default::default(),
+    )
+    .await
+    else {
+        return;
+    };
+    let gate = Gate::start(GateOptions::new(up.base())).await;
+    let big = "a".repeat(20 * 1024);
+    let request =
+        format!("GET /api/symptom/codes HTTP/1.1\r\nHost: {FQDN}\r\nX-Big: {big}\r\n\r\n");
+    let (resp, _) = gate
+        .raw(FQDN, request.as_bytes(), Duration::from_secs(5))
+        .await;
+    assert!(
+        resp.starts_with("HTTP/1.1 431"),
+        "{}",
+        &resp[..resp.len().min(200)]
+    );
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let request = format!("GET /api/symptom/codes HTTP/1.1\r\nHost: {FQDN}\r\n{many}\r\n");
+    let (resp, _) = gate
+        .raw(FQDN, request.as_bytes(), Duration::from_secs(5))
+        .await;
+    assert!(
+        resp.starts_with("HTTP/1.1 431"),
+        "{}",
+        &resp[..resp.len().min(200)]
+    );
+    assert!(crate::support::forwarded(&up).is_empty());
+    gate.stop().await;
+}
