@@ -162,7 +162,16 @@ impl Proxy {
         let request_id = new_request_id();
         let class = route_class(req.uri().path());
         let method = req.method().clone();
-        let resp = match self.forward(conn, req, &request_id).await {
+        // One span per request; its fields are set once, before forwarding.
+        let span = tracing::debug_span!(
+            "request",
+            request.id = request_id.to_str().unwrap_or(""),
+            http.method = %method,
+            route = class,
+        );
+        let forwarded =
+            tracing::Instrument::instrument(self.forward(conn, req, &request_id), span).await;
+        let resp = match forwarded {
             Ok(resp) => resp,
             Err(err) => {
                 let rid = request_id.to_str().unwrap_or("");
