@@ -123,6 +123,26 @@ pub struct PeerTrust {
     pub ca_file: Option<PathBuf>,
     /// SHA-256 hashes of accepted SubjectPublicKeyInfo (raw 32 bytes).
     pub pinned_spki_sha256: Vec<[u8; 32]>,
+    /// Accept peers whose TLS key their own DNS publishes.
+    pub dns: bool,
+    /// When not empty, the only peer FQDNs accepted (normalised).
+    pub allow: Vec<String>,
+    /// Peer FQDNs always refused (normalised).
+    pub deny: Vec<String>,
+}
+
+impl PeerTrust {
+    /// Whether the allow- and deny-lists admit `fqdn`; `Err` carries the
+    /// refusal label.
+    pub fn admits(&self, fqdn: &str) -> Result<(), &'static str> {
+        if self.deny.iter().any(|d| d == fqdn) {
+            return Err("denied");
+        }
+        if !self.allow.is_empty() && !self.allow.iter().any(|a| a == fqdn) {
+            return Err("not_allowed");
+        }
+        Ok(())
+    }
 }
 
 /// `[federation]`: the mutual-TLS listener for peer servers.

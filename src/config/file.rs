@@ -167,6 +167,13 @@ pub struct TrustSection {
     /// SHA-256 of accepted peer SubjectPublicKeyInfo, hex or base64.
     /// Default empty.
     pub pinned_spki_sha256: Vec<String>,
+    /// Trust a peer whose TLS key is published in its own DNS (the
+    /// `_mdgate` records, see docs/protocol.md). Default false.
+    pub dns: bool,
+    /// When not empty, only these peer FQDNs are accepted. Default empty.
+    pub allow: Vec<String>,
+    /// Peer FQDNs always refused. Default empty.
+    pub deny: Vec<String>,
 }
 
 /// `[admin]`.

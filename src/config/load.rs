@@ -380,18 +380,41 @@ impl Validator<'_> {
     }
 
     fn trust(&mut self, trust: Option<&TrustSection>) -> Option<PeerTrust> {
-        let Some(trust) = trust.filter(|t| t.ca_file.is_some() || !t.pinned_spki_sha256.is_empty())
+        let Some(trust) = trust
+            .filter(|t| t.ca_file.is_some() || !t.pinned_spki_sha256.is_empty() || t.dns)
         else {
             self.error(
                 "federation.trust",
                 ErrorKind::Missing(
-                    "required: set ca_file or pinned_spki_sha256 in [federation.trust]; \
-                     without either no peer can be trusted"
+                    "required: set dns = true, ca_file or pinned_spki_sha256 in \
+                     [federation.trust]; without one no peer can be trusted"
                         .to_owned(),
                 ),
             );
             return None;
         };
+        let mut names = |list: &str, entries: &[String]| -> Option<Vec<String>> {
+            entries
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    let key = format!("federation.trust.{list}[{i}]");
+                    self.ok(&key, parse_fqdn(name).map_err(ErrorKind::Invalid))
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .collect()
+        };
+        let allow = names("allow", &trust.allow);
+        let deny = names("deny", &trust.deny);
+        if let (Some(allow), Some(deny)) = (&allow, &deny) {
+            if let Some(both) = allow.iter().find(|a| deny.contains(a)) {
+                self.error(
+                    "federation.trust.deny",
+                    ErrorKind::Invalid(format!("{both} is in both allow and deny")),
+                );
+            }
+        }
         let ca_file = trust
             .ca_file
             .as_ref()
@@ -412,6 +435,9 @@ impl Validator<'_> {
         Some(PeerTrust {
             ca_file,
             pinned_spki_sha256: pins.into_iter().collect::<Option<_>>()?,
+            dns: trust.dns,
+            allow: allow?,
+            deny: deny?,
         })
     }
 
