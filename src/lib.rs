@@ -23,5 +23,5 @@ pub mod logging;
 pub mod proxy;
 pub mod serve;
 pub mod store;
-pub mod token;
 pub mod tls;
+pub mod token;
