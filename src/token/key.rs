@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use jsonwebtoken::{DecodingKey, EncodingKey};
+use ring::rand::SecureRandom as _;
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::PrivatePkcs8KeyDer;
@@ -32,6 +33,14 @@ use crate::config::{read_secret_file, SecretError};
 /// unused bits. The 32-byte public key follows.
 pub const ED25519_SPKI_PREFIX: [u8; 12] = [
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+/// DER prefix of an Ed25519 PKCS#8 v1 private key (RFC 8410 §7): version
+/// 0, id-Ed25519, OCTET STRING { OCTET STRING of 32 bytes }. The seed
+/// follows. This is the form OpenSSL writes and reads; ring's own v2
+/// output wraps the public key in a way OpenSSL 3 refuses, so keys are
+/// generated in this form.
+const ED25519_PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
 ];
 const ED25519_PUBLIC_LEN: usize = 32;
 const ED25519_SPKI_LEN: usize = ED25519_SPKI_PREFIX.len() + ED25519_PUBLIC_LEN;
@@ -137,10 +146,25 @@ impl SigningKey {
 
     /// A new key from the system's random source.
     pub fn generate(selector: &str) -> Result<Self, KeyError> {
+        let mut seed = [0u8; 32];
+        ring::rand::SystemRandom::new()
+            .fill(&mut seed)
+            .map_err(|_| KeyError::Random)?;
+        let key = Self::from_seed(selector, &seed);
+        seed.fill(0);
+        key
+    }
+
+    /// The key with this 32-byte seed (RFC 8032's private key), for
+    /// deterministic tests and for [`SigningKey::generate`].
+    pub fn from_seed(selector: &str, seed: &[u8; 32]) -> Result<Self, KeyError> {
         let selector = check_selector(selector)?;
-        let rng = ring::rand::SystemRandom::new();
-        let der = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| KeyError::Random)?;
-        Self::parse_der(selector, der.as_ref(), Path::new("<generated>"))
+        let mut der = Vec::with_capacity(ED25519_PKCS8_V1_PREFIX.len() + seed.len());
+        der.extend_from_slice(&ED25519_PKCS8_V1_PREFIX);
+        der.extend_from_slice(seed);
+        let key = Self::parse_der(selector, &der, Path::new("<generated>"));
+        der.fill(0);
+        key
     }
 
     fn parse_pem(selector: String, pem: &[u8], origin: &Path) -> Result<Self, KeyError> {
@@ -328,6 +352,32 @@ mod tests {
         assert!(key.spki_b64().starts_with("MCowBQYDK2VwAyEA"));
         let from_spki = VerifyingKey::from_spki_der(key.spki_der()).expect("spki");
         assert_eq!(&from_spki, key.verifying_key());
+    }
+
+    #[test]
+    fn generated_keys_are_pkcs8_v1_as_openssl_writes() {
+        let key = SigningKey::generate("s").expect("generate");
+        assert_eq!(key.pkcs8.len(), 48);
+        assert!(key.pkcs8.starts_with(&ED25519_PKCS8_V1_PREFIX));
+        // ring's v2 form (public key included) is still accepted on load.
+        let rng = ring::rand::SystemRandom::new();
+        let v2 = Ed25519KeyPair::generate_pkcs8(&rng).expect("v2");
+        assert!(SigningKey::from_pkcs8_der("s", v2.as_ref()).is_ok());
+    }
+
+    #[test]
+    fn from_seed_matches_rfc8032() {
+        // RFC 8032 §7.1, test 1.
+        let seed: [u8; 32] =
+            hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+                .expect("hex")
+                .try_into()
+                .expect("32");
+        let key = SigningKey::from_seed("s", &seed).expect("seed");
+        assert_eq!(
+            hex::encode(key.verifying_key().raw()),
+            "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+        );
     }
 
     #[test]
