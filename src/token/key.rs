@@ -419,6 +419,31 @@ mod tests {
     }
 
     #[test]
+    fn key_files_readable_by_others_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("signing.key");
+        let key = SigningKey::generate("sig1").expect("generate");
+        crate::tls::pki::write_private(&path, key.to_pkcs8_pem().as_bytes()).expect("write");
+        let loaded = SigningKey::load(&path, "sig1").expect("0600 is fine");
+        assert_eq!(loaded.verifying_key(), key.verifying_key());
+        assert_eq!(loaded.selector(), "sig1");
+        for mode in [0o644, 0o640, 0o604] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let e = SigningKey::load(&path, "sig1").expect_err("readable by others");
+            assert!(
+                matches!(e, KeyError::File(SecretError::Readable { .. })),
+                "{mode:o}: {e}"
+            );
+        }
+        let e = SigningKey::load(&dir.path().join("missing.key"), "sig1").expect_err("missing");
+        assert!(
+            matches!(e, KeyError::File(SecretError::NotFound { .. })),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn spki_must_be_exact() {
         let key = SigningKey::generate("s").expect("generate");
         let spki = key.spki_der().to_vec();
