@@ -5,6 +5,7 @@
 //! not draining); this module only reads them, so it needs no access to the
 //! store or the upstream itself.
 
+pub mod keygen;
 pub mod metrics;
 
 use std::convert::Infallible;

@@ -62,6 +62,8 @@ pub struct Config {
     pub store: Store,
     pub log: Log,
     pub runtime: Runtime,
+    /// This server's keys; absent when the file has no `[keys]`.
+    pub keys: Option<Keys>,
 }
 
 /// `[server]`: who this server is.
@@ -190,6 +192,38 @@ pub struct Runtime {
     pub workers: usize,
     /// How long in-flight requests get to finish after SIGTERM.
     pub drain_timeout: Duration,
+}
+
+/// `[keys]`: this server's keys as published in DNS (`docs/protocol.md`
+/// § Keys). Every selector here is distinct and has selector syntax.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    /// The key that signs tokens and the key document (checked to be an
+    /// Ed25519 PKCS#8 key, owner-only).
+    pub signing: SigningKeyFile,
+    /// The selector of the TLS key in `[federation.tls]`.
+    pub tls_selector: String,
+    /// The next signing key during a rotation (published, not yet used).
+    pub next_signing: Option<SigningKeyFile>,
+    /// The next TLS key during a rotation.
+    pub next_tls: Option<NextTlsKey>,
+    /// How far token times may be off this server's clock.
+    pub clock_skew: Duration,
+}
+
+/// A signing key file and its selector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeyFile {
+    pub key_file: PathBuf,
+    pub selector: String,
+}
+
+/// The next TLS key: its selector and the certificate that carries it (the
+/// private key is not needed until the switch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextTlsKey {
+    pub selector: String,
+    pub cert_file: PathBuf,
 }
 
 impl Config {

@@ -8,6 +8,7 @@
 //! * [`proxy`]: pass-through forwarding, header hygiene, limits, errors.
 //! * [`federation`]: the server-to-server listener (`/federation/v1/`).
 //! * [`store`]: durable state (SQLite by default), SQL lives only here.
+//! * [`token`]: Ed25519 keys, EdDSA-only JWS, the key document.
 //! * [`admin`]: `/live`, `/ready`, `/metrics`.
 //! * [`serve`]: wires listeners, workers, signals and shutdown together.
 //! * [`emulator`]: an in-memory access.md emulator for tests and the demo.
@@ -23,3 +24,4 @@ pub mod proxy;
 pub mod serve;
 pub mod store;
 pub mod tls;
+pub mod token;

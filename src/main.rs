@@ -73,6 +73,24 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Create this server's keys: an Ed25519 signing key and a P-256 TLS
+    /// key with a self-signed certificate for the FQDN. Never overwrites a
+    /// file; prints the configuration lines (and no secret).
+    Keygen {
+        /// This server's DNS name: the certificate's only subjectAltName.
+        #[arg(long)]
+        fqdn: String,
+        /// Directory for the key files (created with mode 0700 if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Put before the selectors: "hq-" gives hq-sig2026a, hq-tls2026a.
+        #[arg(long, default_value = "")]
+        selector_prefix: String,
+        /// These are the next keys of a rotation: print the next_* lines and
+        /// the steps to publish them before use.
+        #[arg(long)]
+        next: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -126,6 +144,29 @@ fn main() -> ExitCode {
                 println!("mdgate: store schema is at version {}", report.current);
                 Ok(())
             })
+        }
+        Command::Keygen {
+            fqdn,
+            dir,
+            selector_prefix,
+            next,
+        } => {
+            let args = mdgate::admin::keygen::KeygenArgs {
+                fqdn,
+                dir,
+                selector_prefix,
+                next,
+            };
+            match mdgate::admin::keygen::run(&args, std::time::SystemTime::now()) {
+                Ok(generated) => {
+                    print!("{}", generated.report());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("mdgate: keygen: {e}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            }
         }
         Command::Demo { dir, once } => {
             mdgate::logging::init(&config::Log {

@@ -33,6 +33,8 @@ pub struct ConfigFile {
     pub log: LogSection,
     #[serde(default)]
     pub runtime: RuntimeSection,
+    /// Absent: this server has no signing key yet.
+    pub keys: Option<KeysSection>,
 }
 
 /// `[server]`.
@@ -248,6 +250,45 @@ impl Default for RuntimeSection {
         RuntimeSection {
             workers: 0,
             drain_timeout: DurationValue::secs(30),
+        }
+    }
+}
+
+/// `[keys]`: this server's keys as published in DNS (`docs/protocol.md`
+/// § Keys). Selectors are `[a-z0-9][a-z0-9-]{0,62}`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeysSection {
+    /// Required: the Ed25519 signing key (PKCS#8 PEM, mode 0600). A path or
+    /// `credential:NAME`.
+    pub signing_key_file: Option<PathBuf>,
+    /// Required: the signing key's selector (its JWS `kid`).
+    pub signing_selector: Option<String>,
+    /// Required: the selector of the key in `[federation.tls]`.
+    pub tls_selector: Option<String>,
+    /// During rotation: the next signing key, not used to sign until it is
+    /// switched in. Requires `next_signing_selector`.
+    pub next_signing_key_file: Option<PathBuf>,
+    pub next_signing_selector: Option<String>,
+    /// During rotation: the next TLS key's selector and its certificate
+    /// (whose key is what DNS pins). Both or neither.
+    pub next_tls_selector: Option<String>,
+    pub next_tls_cert_file: Option<PathBuf>,
+    /// Tolerance for peers' clocks on token times. Default 60s.
+    pub clock_skew: DurationValue,
+}
+
+impl Default for KeysSection {
+    fn default() -> Self {
+        KeysSection {
+            signing_key_file: None,
+            signing_selector: None,
+            tls_selector: None,
+            next_signing_key_file: None,
+            next_signing_selector: None,
+            next_tls_selector: None,
+            next_tls_cert_file: None,
+            clock_skew: DurationValue(crate::token::DEFAULT_CLOCK_SKEW),
         }
     }
 }

@@ -15,16 +15,17 @@ use std::time::Duration;
 
 use super::error::{ConfigError, ErrorKind};
 use super::file::{
-    format_duration, ConfigFile, DurationValue, FederationSection, LimitsSection, LogFormatName,
-    PublicSection, StoreSection, TlsSection, TrustSection, UpstreamSection,
+    format_duration, ConfigFile, DurationValue, FederationSection, KeysSection, LimitsSection,
+    LogFormatName, PublicSection, StoreSection, TlsSection, TrustSection, UpstreamSection,
 };
 use super::position::{parent, Position, Positions};
 use super::secret;
 use super::value::{overlaps, parse_fqdn, parse_pin, parse_upstream_url};
 use super::{
-    AdminListener, Config, FederationListener, Limits, Log, LogFormat, PeerTrust, PublicListener,
-    Runtime, Server, Store, TlsFiles, Upstream,
+    AdminListener, Config, FederationListener, Keys, Limits, Log, LogFormat, NextTlsKey, PeerTrust,
+    PublicListener, Runtime, Server, SigningKeyFile, Store, TlsFiles, Upstream,
 };
+use crate::token::{valid_selector, KeyError, SigningKey};
 
 /// Where the SQLite file goes when neither `store.path` nor
 /// `$STATE_DIRECTORY` says otherwise.
@@ -41,6 +42,9 @@ const MAX_HEADER_BYTES: usize = 1024 * 1024;
 const MAX_HEADERS: usize = 10_000;
 const MAX_POOL_IDLE: usize = 10_000;
 const MINUTE: Duration = Duration::from_secs(60);
+/// Largest `keys.clock_skew`: beyond this a peer's clock is broken, and
+/// a wide tolerance stretches every token's lifetime.
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(10 * 60);
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// The parts of the process environment that configuration depends on.
@@ -152,8 +156,25 @@ pub fn summary(config: &Config) -> String {
     let store = match &config.store {
         Store::Sqlite { path } => format!("store sqlite {}", path.display()),
     };
+    let keys = match &config.keys {
+        Some(k) => {
+            let mut keys = format!(", keys {} {}", k.signing.selector, k.tls_selector);
+            let next: Vec<&str> = [
+                k.next_signing.as_ref().map(|n| n.selector.as_str()),
+                k.next_tls.as_ref().map(|n| n.selector.as_str()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            if !next.is_empty() {
+                keys.push_str(&format!(" (next {})", next.join(" ")));
+            }
+            keys
+        }
+        None => String::new(),
+    };
     format!(
-        "configuration file {} test is successful: fqdn {}, {public}, {federation}, admin {}, {store}",
+        "configuration file {} test is successful: fqdn {}, {public}, {federation}, admin {}, {store}{keys}",
         config.source.display(),
         config.server.fqdn,
         config.admin.listen,
@@ -259,9 +280,14 @@ impl Validator<'_> {
         let store = self.store(&file.store);
         let log = self.log(file.log.format, &file.log.filter);
         let runtime = self.runtime(file.runtime.workers, file.runtime.drain_timeout);
+        let keys = file.keys.as_ref().map(|k| self.keys(k));
 
         let federation = match federation {
             Some(f) => Some(f?),
+            None => None,
+        };
+        let keys = match keys {
+            Some(k) => Some(k?),
             None => None,
         };
         Some(Config {
@@ -276,6 +302,7 @@ impl Validator<'_> {
             store: store?,
             log: log?,
             runtime: runtime?,
+            keys,
         })
     }
 
@@ -561,6 +588,212 @@ impl Validator<'_> {
             workers: workers?,
             drain_timeout: drain_timeout?,
         })
+    }
+
+    fn keys(&mut self, k: &KeysSection) -> Option<Keys> {
+        let signing_selector = self.required_selector(
+            "keys.signing_selector",
+            k.signing_selector.as_deref(),
+            "the signing key's selector, as `mdgate keygen` prints it (e.g. \"sig2026a\")",
+        );
+        let tls_selector = self.required_selector(
+            "keys.tls_selector",
+            k.tls_selector.as_deref(),
+            "the selector of the [federation.tls] key, as `mdgate keygen` prints it (e.g. \"tls2026a\")",
+        );
+        let signing_key_file = match &k.signing_key_file {
+            Some(path) => {
+                self.signing_key_file("keys.signing_key_file", path, signing_selector.as_deref())
+            }
+            None => {
+                self.error(
+                    "keys.signing_key_file",
+                    ErrorKind::Missing(
+                        "required: the Ed25519 signing key (PKCS#8 PEM, mode 0600) that \
+                         `mdgate keygen` writes"
+                            .to_owned(),
+                    ),
+                );
+                None
+            }
+        };
+        let next_signing = self.next_signing(k);
+        let next_tls = self.next_tls(k);
+        let clock_skew = self.clock_skew(k.clock_skew);
+
+        let signing = SigningKeyFile {
+            key_file: signing_key_file?,
+            selector: signing_selector?,
+        };
+        let tls_selector = tls_selector?;
+        let next_signing = next_signing?;
+        let next_tls = next_tls?;
+        // All selectors share one name space (`<selector>._mdgate.<fqdn>`).
+        let mut seen: Vec<(&str, &str)> = Vec::new();
+        let mut duplicate = None;
+        for (key, selector) in [
+            ("keys.signing_selector", Some(signing.selector.as_str())),
+            ("keys.tls_selector", Some(tls_selector.as_str())),
+            (
+                "keys.next_signing_selector",
+                next_signing.as_ref().map(|n| n.selector.as_str()),
+            ),
+            (
+                "keys.next_tls_selector",
+                next_tls.as_ref().map(|n| n.selector.as_str()),
+            ),
+        ] {
+            let Some(selector) = selector else { continue };
+            if let Some((other, _)) = seen.iter().find(|(_, s)| *s == selector) {
+                duplicate.get_or_insert((key, selector.to_owned(), *other));
+            }
+            seen.push((key, selector));
+        }
+        if let Some((key, selector, other)) = duplicate {
+            self.error(
+                key,
+                ErrorKind::Invalid(format!(
+                    "selector {selector:?} is also {other}; every key needs its own selector"
+                )),
+            );
+            return None;
+        }
+        Some(Keys {
+            signing,
+            tls_selector,
+            next_signing,
+            next_tls,
+            clock_skew: clock_skew?,
+        })
+    }
+
+    /// `Some(None)`: no next signing key; `None`: an error was recorded.
+    fn next_signing(&mut self, k: &KeysSection) -> Option<Option<SigningKeyFile>> {
+        match (&k.next_signing_key_file, k.next_signing_selector.as_deref()) {
+            (None, None) => Some(None),
+            (Some(path), Some(selector)) => {
+                let selector = self.selector("keys.next_signing_selector", selector);
+                let key_file =
+                    self.signing_key_file("keys.next_signing_key_file", path, selector.as_deref());
+                Some(Some(SigningKeyFile {
+                    key_file: key_file?,
+                    selector: selector?,
+                }))
+            }
+            (Some(_), None) => {
+                self.error(
+                    "keys.next_signing_key_file",
+                    ErrorKind::Missing(
+                        "next_signing_selector is required with next_signing_key_file".to_owned(),
+                    ),
+                );
+                None
+            }
+            (None, Some(_)) => {
+                self.error(
+                    "keys.next_signing_selector",
+                    ErrorKind::Missing(
+                        "next_signing_key_file is required with next_signing_selector".to_owned(),
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// `Some(None)`: no next TLS key; `None`: an error was recorded.
+    fn next_tls(&mut self, k: &KeysSection) -> Option<Option<NextTlsKey>> {
+        match (k.next_tls_selector.as_deref(), &k.next_tls_cert_file) {
+            (None, None) => Some(None),
+            (Some(selector), Some(path)) => {
+                let selector = self.selector("keys.next_tls_selector", selector);
+                let cert_file = self.readable_file("keys.next_tls_cert_file", path);
+                Some(Some(NextTlsKey {
+                    selector: selector?,
+                    cert_file: cert_file?,
+                }))
+            }
+            (Some(_), None) => {
+                self.error(
+                    "keys.next_tls_selector",
+                    ErrorKind::Missing(
+                        "next_tls_cert_file is required with next_tls_selector: DNS pins the \
+                         key of that certificate"
+                            .to_owned(),
+                    ),
+                );
+                None
+            }
+            (None, Some(_)) => {
+                self.error(
+                    "keys.next_tls_cert_file",
+                    ErrorKind::Missing(
+                        "next_tls_selector is required with next_tls_cert_file".to_owned(),
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn required_selector(
+        &mut self,
+        key: &str,
+        selector: Option<&str>,
+        what: &str,
+    ) -> Option<String> {
+        match selector {
+            Some(selector) => self.selector(key, selector),
+            None => {
+                self.error(key, ErrorKind::Missing(format!("required: {what}")));
+                None
+            }
+        }
+    }
+
+    fn selector(&mut self, key: &str, selector: &str) -> Option<String> {
+        let checked = if valid_selector(selector) {
+            Ok(selector.to_owned())
+        } else {
+            Err(ErrorKind::Invalid(format!(
+                "{selector:?} is not a selector: use 1-63 characters from a-z, 0-9 and '-', \
+                 not starting with '-' (e.g. \"sig2026a\" or \"tls2026a\")"
+            )))
+        };
+        self.ok(key, checked)
+    }
+
+    /// An owner-only file holding an Ed25519 PKCS#8 key. The key is parsed
+    /// (and dropped) so that `check-config` catches a TLS key given here.
+    fn signing_key_file(
+        &mut self,
+        key: &str,
+        path: &Path,
+        selector: Option<&str>,
+    ) -> Option<PathBuf> {
+        let path = self.secret_file(key, path)?;
+        // The selector only labels the key in memory; a bad one is
+        // reported on its own key, so any valid stand-in does here.
+        let checked = match SigningKey::load(&path, selector.unwrap_or("check")) {
+            Ok(_) => Ok(path),
+            Err(KeyError::File(e)) => Err(ErrorKind::File(e)),
+            Err(e) => Err(ErrorKind::Invalid(e.to_string())),
+        };
+        self.ok(key, checked)
+    }
+
+    fn clock_skew(&mut self, value: DurationValue) -> Option<Duration> {
+        let d = value.0;
+        let checked = if d > MAX_CLOCK_SKEW {
+            Err(ErrorKind::Invalid(format!(
+                "{} is longer than the maximum of {}",
+                format_duration(d),
+                format_duration(MAX_CLOCK_SKEW)
+            )))
+        } else {
+            Ok(d)
+        };
+        self.ok("keys.clock_skew", checked)
     }
 
     /// Reports listeners that could not all bind at once. Port 0 (an

@@ -6,7 +6,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::file::{ConfigFile, FederationSection, StoreSection, TlsSection, TrustSection};
+use super::file::{
+    ConfigFile, FederationSection, KeysSection, StoreSection, TlsSection, TrustSection,
+};
 use super::load::{load_file_with_env, load_text_with_env, Env};
 use super::position::Positions;
 use super::*;
@@ -48,6 +50,12 @@ impl Fixture {
         fs::write(&path, content).expect("write");
         fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
         path
+    }
+
+    /// A real Ed25519 signing key in PKCS#8 PEM.
+    fn signing_key(&self, name: &str, mode: u32) -> PathBuf {
+        let key = crate::token::SigningKey::generate("fixture").expect("generate");
+        self.write(name, &key.to_pkcs8_pem(), mode)
     }
 
     fn origin(&self) -> PathBuf {
@@ -894,6 +902,174 @@ fn check_gives_a_summary_line() {
     );
 }
 
+// --------------------------------------------------------------------- keys
+
+/// `MINIMAL` plus a `[keys]` table whose signing key exists.
+fn with_keys(fx: &Fixture, extra: &str) -> String {
+    fx.signing_key("signing.key", 0o600);
+    format!(
+        "{MINIMAL}\n[keys]\nsigning_key_file = \"signing.key\"\n\
+         signing_selector = \"sig2026a\"\ntls_selector = \"tls2026a\"\n{extra}"
+    )
+}
+
+#[test]
+fn keys_are_optional() {
+    let fx = Fixture::new();
+    assert!(fx.load(MINIMAL).expect("valid").keys.is_none());
+}
+
+#[test]
+fn keys_with_defaults() {
+    let fx = Fixture::new();
+    let c = fx.load(&with_keys(&fx, "")).expect("valid");
+    let keys = c.keys.expect("keys");
+    assert_eq!(
+        keys,
+        Keys {
+            signing: SigningKeyFile {
+                key_file: fx.path("signing.key"),
+                selector: "sig2026a".into(),
+            },
+            tls_selector: "tls2026a".into(),
+            next_signing: None,
+            next_tls: None,
+            clock_skew: Duration::from_secs(60),
+        }
+    );
+}
+
+#[test]
+fn keys_with_next_keys_during_rotation() {
+    let fx = Fixture::new();
+    fx.signing_key("next.key", 0o400);
+    fx.write("next-tls.crt", "CERT", 0o644);
+    let extra = "next_signing_key_file = \"next.key\"\nnext_signing_selector = \"sig2026b\"\n\
+                 next_tls_selector = \"tls2026b\"\nnext_tls_cert_file = \"next-tls.crt\"\n\
+                 clock_skew = \"0s\"\n";
+    let c = fx.load(&with_keys(&fx, extra)).expect("valid");
+    let keys = c.keys.clone().expect("keys");
+    assert_eq!(
+        keys.next_signing,
+        Some(SigningKeyFile {
+            key_file: fx.path("next.key"),
+            selector: "sig2026b".into(),
+        })
+    );
+    assert_eq!(
+        keys.next_tls,
+        Some(NextTlsKey {
+            selector: "tls2026b".into(),
+            cert_file: fx.path("next-tls.crt"),
+        })
+    );
+    assert_eq!(keys.clock_skew, Duration::ZERO);
+    assert!(
+        summary(&c).ends_with(", keys sig2026a tls2026a (next sig2026b tls2026b)"),
+        "{}",
+        summary(&c)
+    );
+}
+
+#[test]
+fn key_file_readable_by_others_is_refused() {
+    let fx = Fixture::new();
+    let text = with_keys(&fx, "");
+    fx.signing_key("wide.key", 0o644);
+    let e = fx.error(&text.replace("\"signing.key\"", "\"wide.key\""));
+    assert_eq!(e.key.as_deref(), Some("keys.signing_key_file"));
+    assert!(
+        matches!(
+            &*e.kind,
+            ErrorKind::File(SecretError::Readable { mode: 0o644, .. })
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("run chmod 600"), "{e}");
+}
+
+#[test]
+fn signing_key_must_be_ed25519() {
+    let fx = Fixture::new();
+    let text = with_keys(&fx, "");
+    let (_, p256) = crate::tls::pki::self_signed("a.example.org").expect("p256");
+    fx.write("tls.key", &p256, 0o600);
+    fx.write("junk.key", "not a key", 0o600);
+    let e = fx.error(&text.replace("\"signing.key\"", "\"tls.key\""));
+    assert_eq!(e.key.as_deref(), Some("keys.signing_key_file"));
+    assert!(e.to_string().contains("not an Ed25519 key"), "{e}");
+    let e = fx.error(&text.replace("\"signing.key\"", "\"junk.key\""));
+    assert!(e.to_string().contains("PKCS#8 PEM"), "{e}");
+    assert!(!e.to_string().contains("not a key"), "{e}");
+    let e = fx.error(&text.replace("\"signing.key\"", "\"missing.key\""));
+    assert!(
+        matches!(&*e.kind, ErrorKind::File(SecretError::NotFound { .. })),
+        "{e}"
+    );
+}
+
+#[test]
+fn keys_errors_are_all_reported() {
+    let fx = Fixture::new();
+    let text = format!(
+        "{MINIMAL}\n[keys]\nsigning_selector = \"Sig_1\"\ntls_selector = \"-tls\"\n\
+         next_signing_selector = \"sig2\"\nnext_tls_cert_file = \"public.crt\"\n\
+         clock_skew = \"11m\"\n"
+    );
+    let e = fx.error(&text);
+    let keys: Vec<_> = e.all().map(|e| e.key.clone().unwrap_or_default()).collect();
+    assert_eq!(
+        keys,
+        [
+            // Absent: placed at its table.
+            "keys.signing_key_file",
+            "keys.signing_selector",
+            "keys.tls_selector",
+            "keys.next_signing_selector",
+            "keys.next_tls_cert_file",
+            "keys.clock_skew",
+        ],
+        "{}",
+        e.report()
+    );
+    let report = e.report();
+    assert!(report.contains("\"Sig_1\" is not a selector"), "{report}");
+    assert!(
+        report.contains("next_signing_key_file is required"),
+        "{report}"
+    );
+    assert!(report.contains("next_tls_selector is required"), "{report}");
+    assert!(report.contains("maximum of 10m"), "{report}");
+    assert!(
+        report.contains("required: the Ed25519 signing key"),
+        "{report}"
+    );
+}
+
+#[test]
+fn selectors_must_be_distinct() {
+    let fx = Fixture::new();
+    let e = fx.error(&with_keys(&fx, "").replace("tls2026a", "sig2026a"));
+    assert_eq!(e.key.as_deref(), Some("keys.tls_selector"));
+    assert!(
+        e.to_string()
+            .contains("selector \"sig2026a\" is also keys.signing_selector"),
+        "{e}"
+    );
+    fx.write("next.crt", "CERT", 0o644);
+    let extra = "next_tls_selector = \"tls2026a\"\nnext_tls_cert_file = \"next.crt\"\n";
+    let e = fx.error(&with_keys(&fx, extra));
+    assert_eq!(e.key.as_deref(), Some("keys.next_tls_selector"));
+}
+
+#[test]
+fn keys_unknown_field_is_named() {
+    let fx = Fixture::new();
+    let e = fx.error(&with_keys(&fx, "signing_key = \"x\"\n"));
+    assert_eq!(e.key.as_deref(), Some("keys.signing_key"));
+    assert!(matches!(&*e.kind, ErrorKind::UnknownKey { .. }), "{e}");
+}
+
 // ---------------------------------------------------------------- positions
 
 #[test]
@@ -940,8 +1116,12 @@ fn example_in(fx: &Fixture) -> String {
     fx.write("tls/federation.crt", "CERT", 0o644);
     fx.write("tls/federation.key", "KEY", 0o600);
     fx.write("tls/peers-ca.pem", "CA", 0o644);
+    fx.signing_key("keys/signing-sig2026a.key", 0o600);
     let tls_dir = format!("{}/", fx.path("tls").display());
-    EXAMPLE.replace("/etc/mdgate/tls/", &tls_dir)
+    let keys_dir = format!("{}/", fx.path("keys").display());
+    EXAMPLE
+        .replace("/etc/mdgate/tls/", &tls_dir)
+        .replace("/etc/mdgate/keys/", &keys_dir)
 }
 
 #[test]
@@ -951,6 +1131,9 @@ fn example_loads_once_its_files_exist() {
     assert_eq!(c.server.fqdn, "records.example.org");
     assert!(c.public.tls.is_some());
     assert!(c.federation.is_some());
+    let keys = c.keys.as_ref().expect("keys");
+    assert_eq!(keys.signing.selector, "sig2026a");
+    assert_eq!(keys.tls_selector, "tls2026a");
     assert!(c.warnings().is_empty());
 
     // Without the files, only file errors remain.
@@ -967,6 +1150,7 @@ fn example_values_are_the_defaults() {
     // Every value the example sets that has a default must equal it.
     let defaults = ConfigFile {
         federation: Some(FederationSection::default()),
+        keys: Some(KeysSection::default()),
         ..ConfigFile::default()
     };
     let defaults = toml::Value::try_from(&defaults).expect("serialize");
@@ -1020,6 +1204,16 @@ fn example_mentions_every_key() {
             url: Some("u".into()),
             password_file: Some("f".into()),
         },
+        keys: Some(KeysSection {
+            signing_key_file: Some("k".into()),
+            signing_selector: Some("s".into()),
+            tls_selector: Some("t".into()),
+            next_signing_key_file: Some("k".into()),
+            next_signing_selector: Some("s".into()),
+            next_tls_selector: Some("t".into()),
+            next_tls_cert_file: Some("c".into()),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let full = toml::Value::try_from(&full).expect("serialize");
