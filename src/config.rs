@@ -118,7 +118,8 @@ pub struct PublicListener {
     pub limits: Limits,
 }
 
-/// How federation peers are trusted (before DNS-published keys exist).
+/// How federation peers are trusted: DNS-published keys, a CA bundle the
+/// admin opts into, or pinned keys; then the allow- and deny-lists.
 #[derive(Debug, Clone, Default)]
 pub struct PeerTrust {
     /// PEM bundle of CAs whose certificates are accepted.

@@ -407,8 +407,8 @@ impl Validator<'_> {
     }
 
     fn trust(&mut self, trust: Option<&TrustSection>) -> Option<PeerTrust> {
-        let Some(trust) = trust
-            .filter(|t| t.ca_file.is_some() || !t.pinned_spki_sha256.is_empty() || t.dns)
+        let Some(trust) =
+            trust.filter(|t| t.ca_file.is_some() || !t.pinned_spki_sha256.is_empty() || t.dns)
         else {
             self.error(
                 "federation.trust",

@@ -1196,6 +1196,7 @@ fn example_mentions_every_key() {
             trust: Some(TrustSection {
                 ca_file: Some("ca".into()),
                 pinned_spki_sha256: vec![String::new()],
+                ..Default::default()
             }),
             ..Default::default()
         }),

@@ -695,16 +695,19 @@ fn peer_trust_must_name_a_source() {
     let trust = PeerTrust {
         ca_file: Some(ca_file),
         pinned_spki_sha256: vec![],
+        ..Default::default()
     };
     assert!(PeerVerifier::from_trust(&trust).is_ok());
     let trust = PeerTrust {
         ca_file: None,
         pinned_spki_sha256: vec![[7; 32]],
+        ..Default::default()
     };
     assert!(PeerVerifier::from_trust(&trust).is_ok());
     let trust = PeerTrust {
         ca_file: Some(dir.path().join("absent.pem")),
         pinned_spki_sha256: vec![[7; 32]],
+        ..Default::default()
     };
     assert!(matches!(
         PeerVerifier::from_trust(&trust),

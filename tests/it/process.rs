@@ -382,29 +382,30 @@ fn the_demo_walks_through_and_exits() {
 
 #[tokio::test]
 async fn systemd_is_told_ready_reloading_and_stopping() {
-    use std::os::unix::net::UnixDatagram;
+    use tokio::net::UnixDatagram;
     let up = Upstream::start().await;
     let sockdir = tempfile::tempdir().unwrap();
     let path = sockdir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
     let proc = Proc::start(
         GateOptions::new(up.base()),
         &[("NOTIFY_SOCKET", path.to_str().unwrap())],
     )
     .await;
-    let recv = |sock: &UnixDatagram| {
+    async fn recv(sock: &UnixDatagram) -> String {
         let mut buf = [0u8; 256];
-        let n = sock.recv(&mut buf).expect("a notification");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    };
-    assert_eq!(recv(&sock).trim(), "READY=1");
+        let n = tokio::time::timeout(Duration::from_secs(30), sock.recv(&mut buf))
+            .await
+            .expect("a notification within 30 s")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).trim().to_owned()
+    }
+    assert_eq!(recv(&sock).await, "READY=1");
     proc.signal("HUP");
-    assert_eq!(recv(&sock).trim(), "RELOADING=1");
-    assert_eq!(recv(&sock).trim(), "READY=1");
+    assert_eq!(recv(&sock).await, "RELOADING=1");
+    assert_eq!(recv(&sock).await, "READY=1");
     proc.signal("TERM");
-    assert_eq!(recv(&sock).trim(), "STOPPING=1");
+    assert_eq!(recv(&sock).await, "STOPPING=1");
     let (code, _) = proc.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(code, Some(0));
 }
