@@ -75,8 +75,11 @@ pub use route::{RouteId, RouteSet, Rule, UnknownRoute, RECORDS_PREFIX, RULES, UP
 pub use target::MAX_TARGET_BYTES;
 
 /// Headers that ask a server to treat the request as another method.
-const METHOD_OVERRIDE_HEADERS: [&str; 3] =
-    ["x-http-method-override", "x-http-method", "x-method-override"];
+const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 /// Headers that ask a server to route by another path than the target.
 const PATH_OVERRIDE_HEADERS: [&str; 3] = ["x-original-url", "x-rewrite-url", "x-original-uri"];
@@ -362,7 +365,7 @@ impl Policy {
         // means the method is wrong for an existing path.
         let Some(rule) = RULES
             .iter()
-            .find(|r| r.federation_suffix == target.suffix && &r.method == req.method)
+            .find(|r| r.federation_suffix == target.suffix && r.method == req.method)
         else {
             return deny(DenyReason::MethodNotAllowed, None);
         };

@@ -281,6 +281,8 @@ impl FromIterator<RouteId> for RouteSet {
 
 impl fmt::Debug for RouteSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.iter().map(RouteId::as_str)).finish()
+        f.debug_set()
+            .entries(self.iter().map(RouteId::as_str))
+            .finish()
     }
 }

@@ -230,7 +230,11 @@ fn every_route_role_and_method() {
                     }
                     (Some((id, ..)), result) => {
                         let deny = result.expect_err("role too low");
-                        assert_eq!(deny.reason, DenyReason::RoleTooLow, "{role} {name} {target}");
+                        assert_eq!(
+                            deny.reason,
+                            DenyReason::RoleTooLow,
+                            "{role} {name} {target}"
+                        );
                         assert_eq!(deny.route, Some(*id));
                     }
                     (None, result) => {
@@ -263,6 +267,7 @@ fn contributor_includes_viewer() {
 
 /// (what is tried, method, target, headers, reason) with the contributor
 /// grant for `FID`.
+#[rustfmt::skip]
 fn bypass_attempts() -> Vec<(&'static str, &'static str, Vec<u8>, HeaderMap, DenyReason)> {
     use DenyReason::*;
     use PathFlaw::*;
@@ -502,7 +507,10 @@ fn a_narrowed_role_loses_exactly_the_routes_left_out() {
 fn a_policy_cannot_widen_the_table() {
     use RouteId::*;
     assert_eq!(
-        Policy::new(set(&[Record, AskQuestion]), RouteSet::up_to(Role::Contributor)),
+        Policy::new(
+            set(&[Record, AskQuestion]),
+            RouteSet::up_to(Role::Contributor)
+        ),
         Err(PolicyError::AboveRole {
             route: AskQuestion,
             role: Role::Viewer,
@@ -584,7 +592,9 @@ fn deny_labels_are_stable_and_distinct() {
 // ---------------------------------------------------------- properties
 
 /// Bytes that make a path ambiguous, to append to segments.
-const TRICKY: [&str; 10] = [".", "/", "/.", "%2e", "%2F", ";x=1", "\\", "?x=1", "#", "\0"];
+const TRICKY: [&str; 10] = [
+    ".", "/", "/.", "%2e", "%2F", ";x=1", "\\", "?x=1", "#", "\0",
+];
 
 /// Path segments, canonical and not, from which targets are assembled.
 fn segment() -> impl Strategy<Value = String> {
@@ -754,7 +764,8 @@ proptest! {
         let headers = {
             let mut h = HeaderMap::new();
             for n in &names {
-                h.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_static("x"));
+                let name = HeaderName::from_bytes(n.as_bytes()).unwrap();
+                h.append(name, HeaderValue::from_static("x"));
             }
             h
         };
@@ -815,7 +826,8 @@ proptest! {
 
         let mut t = original.clone();
         let i = at.index(t.len() + 1);
-        let slashes: Vec<usize> = t.iter().enumerate().filter(|(_, b)| **b == b'/').map(|(i, _)| i).collect();
+        let slashes: Vec<usize> =
+            (0..t.len()).filter(|&j| t[j] == b'/').collect();
         let slash = slashes[at.index(slashes.len())];
         match mutation {
             0 => { t.insert(i, b'%'); }
@@ -824,7 +836,11 @@ proptest! {
             3 => { t.insert(i, b'/'); }
             4 => {
                 let j = at.index(t.len());
-                t[j] = if t[j].is_ascii_lowercase() { t[j].to_ascii_uppercase() } else { t[j].to_ascii_lowercase() };
+                t[j] = if t[j].is_ascii_lowercase() {
+                    t[j].to_ascii_uppercase()
+                } else {
+                    t[j].to_ascii_lowercase()
+                };
             }
             5 => { let j = at.index(t.len()); t[j] = byte; }
             _ => { let j = at.index(t.len()); t.remove(j); }
