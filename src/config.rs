@@ -62,6 +62,9 @@ pub struct Config {
     pub store: Store,
     pub log: Log,
     pub runtime: Runtime,
+    /// `[policy]`: which federation routes each grant role reaches (the
+    /// route table, possibly narrowed; never wider).
+    pub policy: crate::policy::Policy,
 }
 
 /// `[server]`: who this server is.
