@@ -44,7 +44,8 @@
 //! 3. the federation id must be the grant's patient;
 //! 4. the method must be the route's (HEAD is not GET);
 //! 5. the grant's role must reach the route under the configured policy;
-//! 6. a GET must carry no body.
+//! 6. a GET must carry no body;
+//! 7. the grant must name a usable upstream id (a positive number).
 //!
 //! The configured policy can only narrow the table: a role is given a
 //! subset of the routes whose least role it meets, and `contributor`

@@ -92,11 +92,14 @@ fn parse_path(path: &str) -> Result<Target<'_>, DenyReason> {
     if rest.is_empty() {
         return Err(DenyReason::NotARoute);
     }
-    let segments: Vec<&str> = rest.split('/').collect();
-    let last = segments.len() - 1;
-    for (i, segment) in segments.iter().enumerate() {
+    // One pass over the segments: structural flaws anywhere come first,
+    // and only the first five are kept (more is never a route).
+    let mut kept = [""; 5];
+    let mut count = 0;
+    let mut segments = rest.split('/').peekable();
+    while let Some(segment) = segments.next() {
         if segment.is_empty() {
-            let flaw = if i == last {
+            let flaw = if segments.peek().is_none() {
                 PathFlaw::TrailingSlash
             } else {
                 PathFlaw::EmptySegment
@@ -106,13 +109,18 @@ fn parse_path(path: &str) -> Result<Target<'_>, DenyReason> {
         if segment.bytes().all(|b| b == b'.') {
             return Err(DenyReason::AmbiguousPath(PathFlaw::DotSegment));
         }
+        if let Some(slot) = kept.get_mut(count) {
+            *slot = segment;
+        }
+        count += 1;
     }
+    let segments = &kept[..count.min(kept.len())];
     for (segment, fixed) in segments.iter().zip(FIXED) {
         fixed_segment(segment, fixed)?;
     }
-    let (fid, name) = match segments.as_slice() {
-        [_, _, _, fid] => (*fid, None),
-        [_, _, _, fid, name] => (*fid, Some(*name)),
+    let (fid, name) = match (count, segments) {
+        (4, [_, _, _, fid]) => (*fid, None),
+        (5, [_, _, _, fid, name]) => (*fid, Some(*name)),
         _ => return Err(DenyReason::NotARoute),
     };
     let fid = federation_id(fid)?;
