@@ -64,6 +64,9 @@ pub struct Config {
     pub runtime: Runtime,
     /// This server's keys; absent when the file has no `[keys]`.
     pub keys: Option<Keys>,
+    /// `[policy]`: which federation routes each grant role reaches (the
+    /// route table, possibly narrowed; never wider).
+    pub policy: crate::policy::Policy,
 }
 
 /// `[server]`: who this server is.

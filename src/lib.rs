@@ -7,6 +7,8 @@
 //! * [`tls`]: server and client TLS configs, peer identity, reloads.
 //! * [`proxy`]: pass-through forwarding, header hygiene, limits, errors.
 //! * [`federation`]: the server-to-server listener (`/federation/v1/`).
+//! * [`policy`]: which federation requests a grant lets through, and as
+//!   what upstream request (pure decision code).
 //! * [`store`]: durable state (SQLite by default), SQL lives only here.
 //! * [`token`]: Ed25519 keys, EdDSA-only JWS, the key document.
 //! * [`admin`]: `/live`, `/ready`, `/metrics`.
@@ -20,6 +22,7 @@ pub mod emulator;
 pub mod error;
 pub mod federation;
 pub mod logging;
+pub mod policy;
 pub mod proxy;
 pub mod serve;
 pub mod store;

@@ -13,6 +13,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::policy::{Role, RouteSet};
+
 /// The whole file.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +37,8 @@ pub struct ConfigFile {
     pub runtime: RuntimeSection,
     /// Absent: this server has no signing key yet.
     pub keys: Option<KeysSection>,
+    #[serde(default)]
+    pub policy: PolicySection,
 }
 
 /// `[server]`.
@@ -289,6 +293,35 @@ impl Default for KeysSection {
             next_tls_selector: None,
             next_tls_cert_file: None,
             clock_skew: DurationValue(crate::token::DEFAULT_CLOCK_SKEW),
+        }
+    }
+}
+
+/// `[policy]`: the federation routes each grant role reaches, by the route
+/// names of `crate::policy` (`record`, `profile`, `vitals`, `symptoms`,
+/// `answers`, `questions`, `ask_question`). A list can only narrow the
+/// built-in table; `load` refuses a name that is not a route, a route above
+/// the role, and a `contributor` list missing a `viewer` route.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicySection {
+    /// Default: every read route (all but `ask_question`).
+    pub viewer: Vec<String>,
+    /// Default: every route.
+    pub contributor: Vec<String>,
+}
+
+impl Default for PolicySection {
+    fn default() -> Self {
+        let names = |role| {
+            RouteSet::up_to(role)
+                .iter()
+                .map(|route| route.as_str().to_owned())
+                .collect()
+        };
+        PolicySection {
+            viewer: names(Role::Viewer),
+            contributor: names(Role::Contributor),
         }
     }
 }

@@ -16,7 +16,8 @@ use std::time::Duration;
 use super::error::{ConfigError, ErrorKind};
 use super::file::{
     format_duration, ConfigFile, DurationValue, FederationSection, KeysSection, LimitsSection,
-    LogFormatName, PublicSection, StoreSection, TlsSection, TrustSection, UpstreamSection,
+    LogFormatName, PolicySection, PublicSection, StoreSection, TlsSection, TrustSection,
+    UpstreamSection,
 };
 use super::position::{parent, Position, Positions};
 use super::secret;
@@ -25,6 +26,7 @@ use super::{
     AdminListener, Config, FederationListener, Keys, Limits, Log, LogFormat, NextTlsKey, PeerTrust,
     PublicListener, Runtime, Server, SigningKeyFile, Store, TlsFiles, Upstream,
 };
+use crate::policy::{Policy, PolicyError, Role, RouteId, RouteSet};
 use crate::token::{valid_selector, KeyError, SigningKey};
 
 /// Where the SQLite file goes when neither `store.path` nor
@@ -281,6 +283,7 @@ impl Validator<'_> {
         let log = self.log(file.log.format, &file.log.filter);
         let runtime = self.runtime(file.runtime.workers, file.runtime.drain_timeout);
         let keys = file.keys.as_ref().map(|k| self.keys(k));
+        let policy = self.policy(&file.policy);
 
         let federation = match federation {
             Some(f) => Some(f?),
@@ -303,6 +306,7 @@ impl Validator<'_> {
             log: log?,
             runtime: runtime?,
             keys,
+            policy: policy?,
         })
     }
 
@@ -794,6 +798,49 @@ impl Validator<'_> {
             Ok(d)
         };
         self.ok("keys.clock_skew", checked)
+    }
+
+    /// `[policy]`: each list names routes of the table, within its role;
+    /// `contributor` keeps every `viewer` route.
+    fn policy(&mut self, p: &PolicySection) -> Option<Policy> {
+        let viewer = self.role_routes(Role::Viewer, &p.viewer);
+        let contributor = self.role_routes(Role::Contributor, &p.contributor);
+        let (viewer, contributor) = (viewer?, contributor?);
+        match Policy::new(viewer, contributor) {
+            Ok(policy) => Some(policy),
+            Err(e) => {
+                let key = match &e {
+                    PolicyError::AboveRole { role, .. } => format!("policy.{role}"),
+                    PolicyError::ContributorBelowViewer { .. } => "policy.contributor".to_owned(),
+                };
+                self.error(&key, ErrorKind::Invalid(e.to_string()));
+                None
+            }
+        }
+    }
+
+    /// One role's list, every bad entry reported at its position.
+    fn role_routes(&mut self, role: Role, names: &[String]) -> Option<RouteSet> {
+        let mut routes = RouteSet::empty();
+        let mut valid = true;
+        for (i, name) in names.iter().enumerate() {
+            let key = format!("policy.{role}[{i}]");
+            let problem = match name.parse::<RouteId>() {
+                Err(e) => e.to_string(),
+                Ok(route) if route.rule().min_role > role => format!(
+                    "route `{route}` needs the {} role; {role} cannot be given it",
+                    route.rule().min_role
+                ),
+                Ok(route) if routes.contains(route) => format!("route `{route}` is listed twice"),
+                Ok(route) => {
+                    routes.insert(route);
+                    continue;
+                }
+            };
+            self.error(&key, ErrorKind::Invalid(problem));
+            valid = false;
+        }
+        valid.then_some(routes)
     }
 
     /// Reports listeners that could not all bind at once. Port 0 (an

@@ -1303,3 +1303,123 @@ fn documented_keys(text: &str) -> BTreeSet<String> {
     }
     out
 }
+
+// ------------------------------------------------------------------ policy
+
+#[test]
+fn policy_defaults_to_the_route_table() {
+    let fx = Fixture::new();
+    let c = fx.load(MINIMAL).expect("valid");
+    assert_eq!(c.policy, crate::policy::Policy::default());
+}
+
+#[test]
+fn policy_can_narrow_a_role() {
+    use crate::policy::{Role, RouteId};
+    let fx = Fixture::new();
+    let text = format!(
+        "{MINIMAL}\n[policy]\nviewer = [\"record\", \"profile\", \"vitals\"]\n\
+         contributor = [\"record\", \"profile\", \"vitals\", \"ask_question\"]\n"
+    );
+    let c = fx.load(&text).expect("valid");
+    let viewer: Vec<_> = c.policy.routes(Role::Viewer).iter().collect();
+    assert_eq!(viewer, [RouteId::Record, RouteId::Profile, RouteId::Vitals]);
+    let contributor: Vec<_> = c.policy.routes(Role::Contributor).iter().collect();
+    assert_eq!(
+        contributor,
+        [
+            RouteId::Record,
+            RouteId::Profile,
+            RouteId::Vitals,
+            RouteId::AskQuestion
+        ]
+    );
+    // Narrowing one role leaves the other at its default; an empty list
+    // turns a role off.
+    let text = format!("{MINIMAL}\n[policy]\nviewer = []\n");
+    let c = fx.load(&text).expect("valid");
+    assert!(c.policy.routes(Role::Viewer).is_empty());
+    assert_eq!(c.policy.routes(Role::Contributor).iter().count(), 7);
+}
+
+#[test]
+fn policy_unknown_route_is_placed() {
+    let fx = Fixture::new();
+    // MINIMAL is 6 lines; [policy] is on line 8.
+    let text = format!("{MINIMAL}\n[policy]\nviewer = [\"record\", \"feed\"]\n");
+    let e = fx.error(&text);
+    assert_eq!(e.key.as_deref(), Some("policy.viewer[1]"));
+    assert_eq!(line_col(&e), Some((9, 21)));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "mdgate: {}:9:21: policy.viewer[1]: unknown route `feed`; the routes are \
+             record, profile, vitals, symptoms, answers, questions, ask_question",
+            fx.origin().display()
+        )
+    );
+}
+
+#[test]
+fn policy_cannot_widen_the_table() {
+    let fx = Fixture::new();
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "viewer = [\"record\", \"ask_question\"]",
+            "policy.viewer[1]",
+            "route `ask_question` needs the contributor role; viewer cannot be given it",
+        ),
+        (
+            "viewer = [\"vitals\", \"vitals\"]",
+            "policy.viewer[1]",
+            "route `vitals` is listed twice",
+        ),
+        (
+            "contributor = [\"record\", \"ask_question\"]",
+            "policy.contributor",
+            "contributor must keep every route viewer has; add `profile`",
+        ),
+        (
+            "viewer = [\"Record\"]",
+            "policy.viewer[0]",
+            "unknown route `Record`",
+        ),
+        (
+            "contributor = [\"delete_question\"]",
+            "policy.contributor[0]",
+            "unknown route `delete_question`",
+        ),
+    ];
+    for (line, key, message) in cases {
+        let text = format!("{MINIMAL}\n[policy]\n{line}\n");
+        let e = fx.error(&text);
+        assert_eq!(e.key.as_deref(), Some(*key), "{line}");
+        assert_eq!(e.position.map(|p| p.line), Some(9), "{line}");
+        assert!(e.to_string().contains(message), "{line}: {e}");
+    }
+}
+
+#[test]
+fn policy_reports_every_bad_entry_and_unknown_keys() {
+    let fx = Fixture::new();
+    let text = format!(
+        "{MINIMAL}\n[policy]\nviewer = [\"x\", \"record\", \"y\"]\ncontributor = [\"z\"]\n"
+    );
+    let e = fx.error(&text);
+    let keys: Vec<_> = e.all().map(|e| e.key.clone().unwrap_or_default()).collect();
+    assert_eq!(
+        keys,
+        [
+            "policy.viewer[0]",
+            "policy.viewer[2]",
+            "policy.contributor[0]"
+        ]
+    );
+
+    let e = fx.error(&format!("{MINIMAL}\n[policy]\nadmin = [\"record\"]\n"));
+    assert_eq!(e.key.as_deref(), Some("policy.admin"));
+    assert!(matches!(&*e.kind, ErrorKind::UnknownKey { .. }), "{e}");
+
+    let e = fx.error(&format!("{MINIMAL}\n[policy]\nviewer = \"record\"\n"));
+    assert_eq!(e.key.as_deref(), Some("policy.viewer"));
+}
