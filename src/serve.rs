@@ -63,9 +63,9 @@ struct ListenerSpec {
     name: &'static str,
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: Limits,
-    /// On the federation listener: the verifier, to extract the peer's
-    /// identity and to re-check it on resumed sessions.
-    verifier: Option<Arc<tls::PeerVerifier>>,
+    /// On the federation listener: the gate that admits peers (the
+    /// handshake verifier, then allow/deny and DNS-published keys).
+    gate: Option<Arc<tls::PeerGate>>,
 }
 
 /// A started mdgate: addresses, reload and shutdown.
@@ -136,7 +136,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
 
     // TLS material, validated before any socket is bound.
     let mut reloadable = Vec::new();
-    let mut federation_verifier = None;
+    let mut federation_gate = None;
     let public_tls = match &config.public.tls {
         Some(files) => {
             let tls_err = |source| ServeError::Tls {
@@ -160,9 +160,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
                 source,
             };
             let certs = Arc::new(CertReloader::new(fed.tls.clone()).map_err(tls_err)?);
-            let verifier = Arc::new(tls::PeerVerifier::from_trust(&fed.trust).map_err(tls_err)?);
-            federation_verifier = Some(verifier.clone());
-            let server = tls::federation_server_config(certs.clone(), verifier).map_err(tls_err)?;
+            let gate = Arc::new(tls::PeerGate::new(&fed.trust, None).map_err(tls_err)?);
+            federation_gate = Some(gate.clone());
+            let server =
+                tls::federation_server_config(certs.clone(), gate.verifier()).map_err(tls_err)?;
             reloadable.push(("federation", certs.clone()));
             Some(ListenerTls {
                 acceptor: tokio_rustls::TlsAcceptor::from(server),
@@ -218,13 +219,13 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         name: "public",
         tls: public_tls.as_ref().map(|t| t.acceptor.clone()),
         limits: config.public.limits.clone(),
-        verifier: None,
+        gate: None,
     };
     let federation_spec = config.federation.as_ref().map(|fed| ListenerSpec {
         name: "federation",
         tls: federation_tls.as_ref().map(|t| t.acceptor.clone()),
         limits: fed.limits.clone(),
-        verifier: federation_verifier.clone(),
+        gate: federation_gate.clone(),
     });
     let federation = Arc::new(Federation::new(&config.server.fqdn, metrics.clone()));
     let mut federation_socks = federation_socks.into_iter();
@@ -456,18 +457,30 @@ async fn serve_one(
         .server_name()
         .map(|s| Arc::from(s.to_ascii_lowercase()));
     let h2 = session.alpn_protocol() == Some(b"h2");
-    let peer = match &spec.verifier {
-        Some(verifier) => match federation_identity(session, verifier) {
-            Ok(p) => {
-                tracing::Span::current().record("peer.fqdn", p.fqdn());
-                Some(p)
+    let peer = match &spec.gate {
+        Some(gate) => {
+            let admitted = match federation_identity(session, &gate.verifier()) {
+                Ok(p) => {
+                    let chain = session.peer_certificates().unwrap_or(&[]);
+                    match gate.admit(&p, chain, None).await {
+                        Ok(()) => Ok(p),
+                        Err(reason) => Err((reason, format!("peer {} not admitted", p.fqdn()))),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match admitted {
+                Ok(p) => {
+                    tracing::Span::current().record("peer.fqdn", p.fqdn());
+                    Some(p)
+                }
+                Err((reason, detail)) => {
+                    metrics.handshake_failure(spec.name, reason);
+                    tracing::info!(reason, error = %detail, "peer refused after the handshake");
+                    return;
+                }
             }
-            Err((reason, detail)) => {
-                metrics.handshake_failure(spec.name, reason);
-                tracing::info!(reason, error = %detail, "peer refused after the handshake");
-                return;
-            }
-        },
+        }
         None => None,
     };
     let info = Arc::new(ConnInfo {

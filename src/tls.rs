@@ -43,6 +43,7 @@ use rustls::crypto::CryptoProvider;
 
 mod client;
 mod failure;
+mod gate;
 mod identity;
 mod load;
 pub mod pki;
@@ -55,6 +56,7 @@ mod tests;
 
 pub use client::client_config;
 pub use failure::{handshake_failure_reason, HandshakeFailure};
+pub use gate::{KeyAuthority, PeerGate};
 pub use identity::{normalize_fqdn, peer_identity, FqdnError, IdentityError, PeerId};
 pub use load::{load_certified_key, LoadedCert};
 pub use reload::CertReloader;
