@@ -218,3 +218,42 @@ async fn reload_keeps_the_last_good_certificate() {
     );
     gate.stop().await;
 }
+
+#[tokio::test]
+async fn allow_and_deny_lists_apply_after_trust() {
+    let up = Upstream::start().await;
+    let start = |trust: &str| {
+        let mut opts = GateOptions::new(up.base());
+        opts.federation = true;
+        opts.federation_trust = trust.to_owned();
+        Gate::start(opts)
+    };
+    // Trusted by the CA, but on the deny-list.
+    let gate = start("deny = [\"clinic.example.org\"]").await;
+    let hospital = pem(gate.ca.issue(&["hospital.example.org"]).unwrap());
+    assert_eq!(
+        identity(&gate, Some(&hospital))
+            .await
+            .expect("not denied")
+            .status(),
+        StatusCode::OK
+    );
+    let clinic = pem(gate.ca.issue(&["clinic.example.org"]).unwrap());
+    assert!(identity(&gate, Some(&clinic)).await.is_err());
+    assert!(failures(&gate, "denied").await >= 1.0);
+    gate.stop().await;
+    // Trusted by the CA, but not on the allow-list.
+    let gate = start("allow = [\"hospital.example.org\"]").await;
+    let hospital = pem(gate.ca.issue(&["hospital.example.org"]).unwrap());
+    assert_eq!(
+        identity(&gate, Some(&hospital))
+            .await
+            .expect("allowed")
+            .status(),
+        StatusCode::OK
+    );
+    let lab = pem(gate.ca.issue(&["lab.example.org"]).unwrap());
+    assert!(identity(&gate, Some(&lab)).await.is_err());
+    assert!(failures(&gate, "not_allowed").await >= 1.0);
+    gate.stop().await;
+}
