@@ -16,8 +16,7 @@ use std::time::Duration;
 use super::error::{ConfigError, ErrorKind};
 use super::file::{
     format_duration, ConfigFile, DurationValue, FederationSection, LimitsSection, LogFormatName,
-    PublicSection, StoreSection, TlsSection, TrustSection, UpstreamAccountSection,
-    UpstreamSection,
+    PublicSection, StoreSection, TlsSection, TrustSection, UpstreamAccountSection, UpstreamSection,
 };
 use super::position::{parent, Position, Positions};
 use super::secret;

@@ -929,7 +929,10 @@ fn upstream_account_password_files_must_be_private() {
     ));
     assert!(!e.report().contains("DR-B-PASSWORD"));
     let (line, _) = line_col(&e).expect("placed");
-    assert_eq!(text.lines().nth(line - 1), Some("password_file = \"dr-b.password\""));
+    assert_eq!(
+        text.lines().nth(line - 1),
+        Some("password_file = \"dr-b.password\"")
+    );
 
     fs::remove_file(fx.path("federation.password")).expect("rm");
     let e = fx.error(&text);
@@ -959,7 +962,10 @@ fn upstream_account_passwords_from_systemd_credentials() {
     let pw = fx.write("creds/fed-pw", "pw", 0o400);
     let c = fx.load(&text).expect("valid");
     assert_eq!(
-        c.upstream.federation_account.expect("account").password_file,
+        c.upstream
+            .federation_account
+            .expect("account")
+            .password_file,
         pw
     );
 }

@@ -155,6 +155,11 @@ impl ApiRequest {
     pub fn path(&self) -> &str {
         self.path.as_str()
     }
+
+    /// The JSON body, if any.
+    pub fn body(&self) -> Option<&Bytes> {
+        self.body.as_ref()
+    }
 }
 
 fn origin_form(route: &'static str, path: &str) -> Result<PathAndQuery, UpstreamError> {
@@ -443,7 +448,9 @@ pub(crate) fn decode_body(
         [gzip] if gzip.eq_ignore_ascii_case("gzip") => {
             let mut out = Vec::new();
             // One byte over the limit tells "too large" from "exactly full".
-            let limit = u64::try_from(MAX_BODY).unwrap_or(u64::MAX).saturating_add(1);
+            let limit = u64::try_from(MAX_BODY)
+                .unwrap_or(u64::MAX)
+                .saturating_add(1);
             flate2::read::GzDecoder::new(&raw[..])
                 .take(limit)
                 .read_to_end(&mut out)
@@ -492,11 +499,20 @@ mod tests {
     fn gzip_bodies_are_decoded() {
         let data = b"[1,2,3]".repeat(1000);
         let h = headers(&[("content-encoding", "gzip")]);
-        assert_eq!(decode_body("r", &h, gzip(&data)).expect("decoded"), &data[..]);
+        assert_eq!(
+            decode_body("r", &h, gzip(&data)).expect("decoded"),
+            &data[..]
+        );
         let plain = headers(&[]);
-        assert_eq!(decode_body("r", &plain, Bytes::from_static(b"x")).expect("as is"), "x");
+        assert_eq!(
+            decode_body("r", &plain, Bytes::from_static(b"x")).expect("as is"),
+            "x"
+        );
         let identity = headers(&[("content-encoding", "identity")]);
-        assert_eq!(decode_body("r", &identity, Bytes::from_static(b"x")).expect("as is"), "x");
+        assert_eq!(
+            decode_body("r", &identity, Bytes::from_static(b"x")).expect("as is"),
+            "x"
+        );
     }
 
     #[test]
@@ -525,7 +541,10 @@ mod tests {
             ("set-cookie", "OTHER=1; Path=/"),
             ("set-cookie", "JSESSIONID=node0abc1.node0; Path=/; HttpOnly"),
         ]);
-        assert_eq!(session_from(&h).expect("session").expose(), "node0abc1.node0");
+        assert_eq!(
+            session_from(&h).expect("session").expose(),
+            "node0abc1.node0"
+        );
         assert!(session_from(&headers(&[("cookie", "JSESSIONID=x")])).is_none());
         assert!(session_from(&headers(&[("set-cookie", "JSESSIONID=; Path=/")])).is_none());
     }
@@ -546,7 +565,10 @@ mod tests {
     #[test]
     fn faults_are_told_apart() {
         assert_eq!(reply(500, b"").fault(), Fault::Empty);
-        assert_eq!(reply(500, NULL_JSON_MESSAGE.as_bytes()).fault(), Fault::NullJson);
+        assert_eq!(
+            reply(500, NULL_JSON_MESSAGE.as_bytes()).fault(),
+            Fault::NullJson
+        );
         assert_eq!(reply(500, b"ARJUNA016053: x").fault(), Fault::Message);
     }
 

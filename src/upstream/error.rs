@@ -204,10 +204,15 @@ mod tests {
         );
         // A message that may quote a value is not echoed.
         assert_eq!(
-            describe_body(b"A truncation error was encountered trying to shrink VARCHAR 'my private note"),
-            "77 bytes not shown"
+            describe_body(
+                b"A truncation error was encountered trying to shrink VARCHAR 'my private note"
+            ),
+            "76 bytes not shown"
         );
-        assert_eq!(describe_body(b"<html><login></login>"), "21 bytes not shown");
+        assert_eq!(
+            describe_body(b"<html><login></login>"),
+            "21 bytes not shown"
+        );
         let long = format!("Couldn't deserialize body to {}", "x".repeat(300));
         assert_eq!(describe_body(long.as_bytes()), "329 bytes not shown");
     }

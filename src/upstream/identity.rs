@@ -88,7 +88,10 @@ enum State {
     Empty,
     Active(SessionCookie),
     /// The upstream refused the last login at this time.
-    Refused { at: Instant, kind: Refusal },
+    Refused {
+        at: Instant,
+        kind: Refusal,
+    },
 }
 
 #[derive(Clone, Copy)]

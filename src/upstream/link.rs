@@ -140,11 +140,14 @@ impl Accounts {
             }
             return Ok(LinkOutcome::AlreadyLinked);
         }
-        let enrolled = self.enrolled().iter().find(|identity| match identity.account() {
-            Some(account) => account.id == doctor.id,
-            // Not logged in yet: the username is the next best key.
-            None => doctor.username.as_deref() == Some(identity.username()),
-        });
+        let enrolled = self
+            .enrolled()
+            .iter()
+            .find(|identity| match identity.account() {
+                Some(account) => account.id == doctor.id,
+                // Not logged in yet: the username is the next best key.
+                None => doctor.username.as_deref() == Some(identity.username()),
+            });
         if let Some(identity) = enrolled {
             if let Some(index) = self.index_of(identity) {
                 self.record(patient, index);
@@ -155,7 +158,10 @@ impl Accounts {
         }
         let doctor_name = doctor.display_name();
         Err(LinkError::HasAnotherDoctor {
-            doctor_username: doctor.username.clone().unwrap_or_else(|| doctor_name.clone()),
+            doctor_username: doctor
+                .username
+                .clone()
+                .unwrap_or_else(|| doctor_name.clone()),
             doctor_name,
         })
     }

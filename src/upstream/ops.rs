@@ -32,8 +32,9 @@ use serde::Serialize;
 use super::access::{ApiRequest, Fault, Reply};
 use super::error::{describe_body, UpstreamError};
 use super::model::{
-    Answer, CodeBody, Doctor, MedicalProfile, NewQuestion, NewSymptom, Patient, ProfileUpdate, Question,
-    SecurityCode, Symptom, UpstreamId, Vitals, VitalsMeasurement, QUESTION_KEYS, RECURRENCE_KEYS,
+    Answer, CodeBody, Doctor, MedicalProfile, NewQuestion, NewSymptom, Patient, ProfileUpdate,
+    Question, SecurityCode, Symptom, UpstreamId, Vitals, VitalsMeasurement, QUESTION_KEYS,
+    RECURRENCE_KEYS,
 };
 
 /// access.md's text columns are Derby `VARCHAR(255)` (UTF-16 units).
@@ -77,7 +78,9 @@ impl<T> Op<T> {
 
 impl<T> std::fmt::Debug for Op<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Op").field("request", &self.request).finish()
+        f.debug_struct("Op")
+            .field("request", &self.request)
+            .finish()
     }
 }
 
@@ -207,8 +210,7 @@ fn finite(route: &'static str, values: &[f64]) -> Result<(), UpstreamError> {
 /// R4: the patient's doctor; `None` when the patient has none (500N).
 pub fn doctor_of_patient() -> Op<Option<Doctor>> {
     op(get(R4, "/api/patient/doctor".to_owned()), |reply| {
-        if reply.status() == StatusCode::INTERNAL_SERVER_ERROR && reply.fault() == Fault::NullJson
-        {
+        if reply.status() == StatusCode::INTERNAL_SERVER_ERROR && reply.fault() == Fault::NullJson {
             return Ok(None);
         }
         json(reply, Unlinked::Never).map(Some)
@@ -267,12 +269,14 @@ pub fn report_vitals(vitals: &Vitals) -> Result<Op<()>, UpstreamError> {
     )?;
     let request = ApiRequest::fixed(R13, Method::POST, "/api/patient/vitals".to_owned())
         .json_body(body(R13, vitals)?);
-    Ok(op(request, |reply| match json::<serde_json::Value>(reply, Unlinked::Never)? {
-        serde_json::Value::Number(n) if n.as_u64() == Some(200) => Ok(()),
-        _ => Err(UpstreamError::UnexpectedBody {
-            route: R13,
-            what: "the answer is not the JSON 200",
-        }),
+    Ok(op(request, |reply| {
+        match json::<serde_json::Value>(reply, Unlinked::Never)? {
+            serde_json::Value::Number(n) if n.as_u64() == Some(200) => Ok(()),
+            _ => Err(UpstreamError::UnexpectedBody {
+                route: R13,
+                what: "the answer is not the JSON 200",
+            }),
+        }
     }))
 }
 
@@ -315,23 +319,26 @@ pub fn patient(id: UpstreamId) -> Op<Patient> {
 
 /// R21: the patient's profile.
 pub fn patient_profile(id: UpstreamId) -> Op<MedicalProfile> {
-    op(get(R21, format!("/api/doctor/patient/{id}/profile")), |reply| {
-        json(reply, Unlinked::Empty)
-    })
+    op(
+        get(R21, format!("/api/doctor/patient/{id}/profile")),
+        |reply| json(reply, Unlinked::Empty),
+    )
 }
 
 /// R22: every vitals measurement of the patient.
 pub fn patient_vitals(id: UpstreamId) -> Op<Vec<VitalsMeasurement>> {
-    op(get(R22, format!("/api/doctor/patient/{id}/vitals")), |reply| {
-        json(reply, Unlinked::Empty)
-    })
+    op(
+        get(R22, format!("/api/doctor/patient/{id}/vitals")),
+        |reply| json(reply, Unlinked::Empty),
+    )
 }
 
 /// R23: the patient's unarchived symptoms.
 pub fn patient_symptoms(id: UpstreamId) -> Op<Vec<Symptom>> {
-    op(get(R23, format!("/api/doctor/patient/{id}/symptom")), |reply| {
-        json(reply, Unlinked::Empty)
-    })
+    op(
+        get(R23, format!("/api/doctor/patient/{id}/symptom")),
+        |reply| json(reply, Unlinked::Empty),
+    )
 }
 
 /// R24: archives a symptom, for everyone using this doctor account.
@@ -344,9 +351,10 @@ pub fn mark_symptom_seen(id: UpstreamId, symptom: UpstreamId) -> Op<()> {
 
 /// R25: the patient's unarchived answers, each with its question.
 pub fn patient_answers(id: UpstreamId) -> Op<Vec<Answer>> {
-    op(get(R25, format!("/api/doctor/patient/{id}/answer")), |reply| {
-        json(reply, Unlinked::Empty)
-    })
+    op(
+        get(R25, format!("/api/doctor/patient/{id}/answer")),
+        |reply| json(reply, Unlinked::Empty),
+    )
 }
 
 /// R26: archives an answer, for everyone using this doctor account.
@@ -359,9 +367,10 @@ pub fn mark_answer_seen(id: UpstreamId, answer: UpstreamId) -> Op<()> {
 
 /// R27: all of the patient's questions, answered or not.
 pub fn patient_questions(id: UpstreamId) -> Op<Vec<Question>> {
-    op(get(R27, format!("/api/doctor/patient/{id}/question")), |reply| {
-        json(reply, Unlinked::Empty)
-    })
+    op(
+        get(R27, format!("/api/doctor/patient/{id}/question")),
+        |reply| json(reply, Unlinked::Empty),
+    )
 }
 
 /// R28: asks the patient a question.
@@ -375,8 +384,12 @@ pub fn ask_question(id: UpstreamId, question: &NewQuestion) -> Result<Op<()>, Up
 /// sent unchanged.
 pub fn ask_question_bytes(id: UpstreamId, body: Bytes) -> Result<Op<()>, UpstreamError> {
     check_question_body(&body)?;
-    let request = ApiRequest::fixed(R28, Method::POST, format!("/api/doctor/patient/{id}/question"))
-        .json_body(body);
+    let request = ApiRequest::fixed(
+        R28,
+        Method::POST,
+        format!("/api/doctor/patient/{id}/question"),
+    )
+    .json_body(body);
     Ok(op(request, |reply| empty(reply, Unlinked::Empty)))
 }
 

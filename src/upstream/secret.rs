@@ -97,9 +97,10 @@ impl SessionCookie {
     pub fn from_value(value: impl Into<String>) -> Option<SessionCookie> {
         let value = Secret::new(value);
         let ok = !value.expose().is_empty()
-            && value.expose().bytes().all(|b| {
-                b.is_ascii_graphic() && !matches!(b, b';' | b',' | b'"' | b'\\')
-            });
+            && value
+                .expose()
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b';' | b',' | b'"' | b'\\'));
         ok.then(|| SessionCookie(Arc::new(value)))
     }
 

@@ -73,7 +73,9 @@ pub async fn sign_in(
     drop(password);
     let login = match login {
         Ok(login) => login,
-        Err(UpstreamError::CredentialsRejected { .. }) => return Err(SignInError::WrongCredentials),
+        Err(UpstreamError::CredentialsRejected { .. }) => {
+            return Err(SignInError::WrongCredentials)
+        }
         Err(UpstreamError::DuplicateUsername { .. }) => return Err(SignInError::DuplicateAccount),
         Err(e) if e.is_unavailable() => return Err(SignInError::Unavailable(e)),
         Err(e) => return Err(SignInError::Upstream(e)),
