@@ -53,9 +53,9 @@ pub use error::UpstreamError;
 pub use identity::{Account, IdentityError, UpstreamIdentity, REFUSED_LOGIN_COOLDOWN};
 pub use link::{LinkError, LinkOutcome};
 pub use model::{
-    Answer, Doctor, MedicalProfile, NewQuestion, NewSymptom, Patient, ProfileUpdate, Question,
-    QuestionType, Recurrence, Reply as DoctorReply, Role, SecurityCode, Sex, Symptom, UpstreamId,
-    User, Vitals, VitalsMeasurement,
+    Answer, Doctor, DoctorReply, MedicalProfile, NewQuestion, NewSymptom, Patient, ProfileUpdate,
+    Question, QuestionType, Recurrence, Role, SecurityCode, Sex, Symptom, UpstreamId, User, Vitals,
+    VitalsMeasurement,
 };
 pub use ops::{CodeConsumption, Op};
 pub use reach::{

@@ -291,10 +291,7 @@ impl AccessMd {
                         route,
                         limit: MAX_BODY,
                     },
-                    Err(_) => UpstreamError::Encoding {
-                        route,
-                        what: "the body was cut off",
-                    },
+                    Err(_) => UpstreamError::Interrupted { route },
                 })?
                 .to_bytes();
             Ok::<_, UpstreamError>((parts, raw))

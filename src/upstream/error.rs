@@ -23,6 +23,9 @@ pub enum UpstreamError {
         #[source]
         source: hyper_util::client::legacy::Error,
     },
+    /// The connection broke while the response body was being read.
+    #[error("access.md closed the connection mid-response ({route})")]
+    Interrupted { route: &'static str },
     /// No whole response within the configured response timeout.
     #[error("access.md did not answer within {after:?} ({route})")]
     Timeout {
@@ -95,6 +98,7 @@ impl UpstreamError {
     pub fn route(&self) -> &'static str {
         match self {
             UpstreamError::Unreachable { route, .. }
+            | UpstreamError::Interrupted { route }
             | UpstreamError::Timeout { route, .. }
             | UpstreamError::Unauthorized { route }
             | UpstreamError::CredentialsRejected { route }
@@ -115,7 +119,9 @@ impl UpstreamError {
     /// opposed to having answered something definite.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            UpstreamError::Unreachable { .. } | UpstreamError::Timeout { .. } => true,
+            UpstreamError::Unreachable { .. }
+            | UpstreamError::Interrupted { .. }
+            | UpstreamError::Timeout { .. } => true,
             UpstreamError::Failed { status, .. } => matches!(
                 *status,
                 StatusCode::BAD_GATEWAY

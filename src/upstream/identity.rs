@@ -165,15 +165,25 @@ impl UpstreamIdentity {
         self.logins.load(Ordering::Relaxed)
     }
 
-    /// The account's upstream id, logging in first if it is not known yet.
+    /// The account's upstream id. Only a login shows it (access.md has no
+    /// "who am I" route for doctors), so this logs in when it is not known
+    /// yet, even if an adopted session is still alive.
     pub async fn upstream_id(&self) -> Result<UpstreamId, UpstreamError> {
         if let Some(account) = self.account() {
             return Ok(account.id);
         }
-        self.session_for(None).await?;
-        self.account()
-            .map(|a| a.id)
-            .ok_or(UpstreamError::NoSessionCookie { route: LOGIN_ROUTE })
+        let mut slot = self.session.lock().await;
+        // Another caller may have logged in while this one waited.
+        if let Some(account) = self.account() {
+            return Ok(account.id);
+        }
+        if let State::Refused { at, kind } = &slot.state {
+            if at.elapsed() < REFUSED_LOGIN_COOLDOWN {
+                return Err(kind.error());
+            }
+        }
+        self.login_locked(&mut slot).await?;
+        self.learned().map(|a| a.id)
     }
 
     /// Logs in now, whatever the state of the current session (an explicit
@@ -181,8 +191,15 @@ impl UpstreamIdentity {
     pub async fn login(&self) -> Result<Account, UpstreamError> {
         let mut slot = self.session.lock().await;
         self.login_locked(&mut slot).await?;
-        self.account()
-            .ok_or(UpstreamError::NoSessionCookie { route: LOGIN_ROUTE })
+        self.learned()
+    }
+
+    /// The account after a successful login, which always records it.
+    fn learned(&self) -> Result<Account, UpstreamError> {
+        self.account().ok_or(UpstreamError::UnexpectedBody {
+            route: LOGIN_ROUTE,
+            what: "the login did not show the account",
+        })
     }
 
     /// Uses a session obtained elsewhere (for example a doctor's live

@@ -208,10 +208,11 @@ pub struct Question {
     pub recurring: bool,
 }
 
-/// A doctor's reply (always empty lists in practice: no route creates one).
+/// A doctor's reply to a symptom or answer (`replies` lists; always empty
+/// in practice, since no route creates one). The upstream calls it `Reply`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Reply {
+pub struct DoctorReply {
     #[serde(default)]
     pub id: Option<UpstreamId>,
     #[serde(default)]
@@ -234,7 +235,7 @@ pub struct Answer {
     #[serde(default)]
     pub question: Option<Box<Question>>,
     #[serde(default)]
-    pub replies: Vec<Reply>,
+    pub replies: Vec<DoctorReply>,
     #[serde(default)]
     pub answer: Option<String>,
     #[serde(default)]
@@ -258,7 +259,7 @@ pub struct Symptom {
     #[serde(default)]
     pub patient: Option<Box<Patient>>,
     #[serde(default)]
-    pub replies: Vec<Reply>,
+    pub replies: Vec<DoctorReply>,
     #[serde(default)]
     pub note: Option<String>,
     #[serde(default)]

@@ -29,6 +29,7 @@ use super::secret::{Secret, SessionCookie};
 
 /// A local user signed in through access.md. No password: see the module
 /// docs.
+#[derive(Clone)]
 pub struct SignedInUser {
     /// The account's id upstream (a patient's id in doctor routes).
     pub upstream_id: UpstreamId,

@@ -202,6 +202,32 @@ async fn identities_never_print_their_secrets() {
 }
 
 #[tokio::test]
+async fn an_adopted_session_is_used_and_the_id_needs_a_login() {
+    let up = Upstream::start().await;
+    let access = access(&up);
+    let doctor = up.doctor("adopt").await;
+    let identity = identity(&access, &doctor);
+    let live = doctor.client.session().expect("support login session");
+    identity
+        .adopt_session(mdgate::upstream::SessionCookie::from_value(live).expect("cookie"))
+        .await;
+    identity.run(ops::linked_patients()).await.expect("R18");
+    assert_eq!(identity.logins(), 0);
+    assert_eq!(identity.account(), None);
+    // Only a login shows who the account is.
+    assert_eq!(
+        identity.upstream_id().await.expect("id"),
+        UpstreamId(doctor.id)
+    );
+    assert_eq!(identity.logins(), 1);
+    assert_eq!(
+        identity.upstream_id().await.expect("id"),
+        UpstreamId(doctor.id)
+    );
+    assert_eq!(identity.logins(), 1);
+}
+
+#[tokio::test]
 async fn relogin_after_an_upstream_restart_is_transparent() {
     let Some(up) = Upstream::emulator_only(
         "relogin_after_an_upstream_restart_is_transparent",
