@@ -212,7 +212,9 @@ impl UpstreamIdentity {
     }
 
     /// Sends a request as this account: logs in first when there is no
-    /// session, and on a 401 logs in again and retries once.
+    /// session, and on a 401 logs in again and retries once. Retrying a
+    /// write is safe: access.md's access manager answers 401 before any
+    /// handler runs, so the refused request changed nothing.
     pub async fn call(&self, request: &ApiRequest) -> Result<Reply, UpstreamError> {
         let (epoch, session) = self.session_for(None).await?;
         let reply = self.access.send(request, Some(&session)).await?;
