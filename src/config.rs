@@ -88,6 +88,27 @@ pub struct Upstream {
     pub pool_idle_timeout: Duration,
     /// Idle pooled connections kept per worker.
     pub pool_max_idle: usize,
+    /// `[upstream.federation_account]`: the dedicated doctor account that
+    /// patients with no local doctor are linked to. `None`: mdgate does not
+    /// link patients.
+    pub federation_account: Option<UpstreamAccount>,
+    /// `[[upstream.enrolled]]`: local doctors' accounts mdgate may use for
+    /// their own patients, within a grant. In file order.
+    pub enrolled: Vec<UpstreamAccount>,
+}
+
+/// An access.md account mdgate logs in as. Only the *path* of the password
+/// is configuration; the `upstream` module reads the file when it starts
+/// (and again when asked to reload), so the password is never part of a
+/// [`Config`] and never printed with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamAccount {
+    /// The access.md username, exactly (the upstream compares it
+    /// case-sensitively).
+    pub username: String,
+    /// The password file, owner-only, already resolved (a `credential:NAME`
+    /// value becomes `$CREDENTIALS_DIRECTORY/NAME`).
+    pub password_file: PathBuf,
 }
 
 /// TLS material for a listener, read from files.

@@ -6,6 +6,8 @@
 //! * [`config`]: the TOML file, validated once into runtime types.
 //! * [`tls`]: server and client TLS configs, peer identity, reloads.
 //! * [`proxy`]: pass-through forwarding, header hygiene, limits, errors.
+//! * [`upstream`]: the access.md client, sign-in, and the upstream accounts
+//!   mdgate reads and appends through.
 //! * [`federation`]: the server-to-server listener (`/federation/v1/`).
 //! * [`policy`]: which federation requests a grant lets through, and as
 //!   what upstream request (pure decision code).
@@ -28,3 +30,4 @@ pub mod serve;
 pub mod store;
 pub mod tls;
 pub mod token;
+pub mod upstream;

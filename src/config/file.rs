@@ -63,6 +63,22 @@ pub struct UpstreamSection {
     pub pool_idle_timeout: DurationValue,
     /// Default 32.
     pub pool_max_idle: usize,
+    /// Default none: mdgate links no patient to an account of its own.
+    pub federation_account: Option<UpstreamAccountSection>,
+    /// Default empty.
+    pub enrolled: Vec<UpstreamAccountSection>,
+}
+
+/// `[upstream.federation_account]` and each `[[upstream.enrolled]]`: both
+/// keys required.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamAccountSection {
+    /// The access.md username (a doctor account).
+    pub username: String,
+    /// Its password, alone in a file of mode 0600 or stricter (one trailing
+    /// newline is ignored). A path or `credential:NAME`.
+    pub password_file: PathBuf,
 }
 
 impl Default for UpstreamSection {
@@ -73,6 +89,8 @@ impl Default for UpstreamSection {
             response_timeout: DurationValue::secs(30),
             pool_idle_timeout: DurationValue::secs(90),
             pool_max_idle: 32,
+            federation_account: None,
+            enrolled: Vec::new(),
         }
     }
 }

@@ -17,14 +17,14 @@ use super::error::{ConfigError, ErrorKind};
 use super::file::{
     format_duration, ConfigFile, DurationValue, FederationSection, KeysSection, LimitsSection,
     LogFormatName, PolicySection, PublicSection, StoreSection, TlsSection, TrustSection,
-    UpstreamSection,
+    UpstreamAccountSection, UpstreamSection,
 };
 use super::position::{parent, Position, Positions};
 use super::secret;
 use super::value::{overlaps, parse_fqdn, parse_pin, parse_upstream_url};
 use super::{
     AdminListener, Config, FederationListener, Keys, Limits, Log, LogFormat, NextTlsKey, PeerTrust,
-    PublicListener, Runtime, Server, SigningKeyFile, Store, TlsFiles, Upstream,
+    PublicListener, Runtime, Server, SigningKeyFile, Store, TlsFiles, Upstream, UpstreamAccount,
 };
 use crate::policy::{Policy, PolicyError, Role, RouteId, RouteSet};
 use crate::token::{valid_selector, KeyError, SigningKey};
@@ -43,6 +43,8 @@ const MIN_HEADER_BYTES: usize = 8 * 1024;
 const MAX_HEADER_BYTES: usize = 1024 * 1024;
 const MAX_HEADERS: usize = 10_000;
 const MAX_POOL_IDLE: usize = 10_000;
+/// access.md stores usernames in a Derby `VARCHAR(255)`.
+const MAX_USERNAME_CHARS: usize = 255;
 const MINUTE: Duration = Duration::from_secs(60);
 /// Largest `keys.clock_skew`: beyond this a peer's clock is broken, and
 /// a wide tolerance stretches every token's lifetime.
@@ -336,13 +338,102 @@ impl Validator<'_> {
             self.timeout("upstream.pool_idle_timeout", u.pool_idle_timeout, HOUR);
         // 0 is allowed: no pooling.
         let pool_max_idle = self.range("upstream.pool_max_idle", u.pool_max_idle, 0, MAX_POOL_IDLE);
+        let federation_account = u
+            .federation_account
+            .as_ref()
+            .map(|a| self.upstream_account("upstream.federation_account", a));
+        let enrolled: Vec<Option<UpstreamAccount>> = u
+            .enrolled
+            .iter()
+            .enumerate()
+            .map(|(i, a)| self.upstream_account(&format!("upstream.enrolled[{i}]"), a))
+            .collect();
+        self.distinct_accounts(u);
+        let federation_account = match federation_account {
+            Some(account) => Some(account?),
+            None => None,
+        };
         Some(Upstream {
             authority: authority?,
             connect_timeout: connect_timeout?,
             response_timeout: response_timeout?,
             pool_idle_timeout: pool_idle_timeout?,
             pool_max_idle: pool_max_idle?,
+            federation_account,
+            enrolled: enrolled.into_iter().collect::<Option<_>>()?,
         })
+    }
+
+    /// One account table: a plausible username and an owner-only password
+    /// file. The password itself is not read here (see `upstream`).
+    fn upstream_account(
+        &mut self,
+        table: &str,
+        account: &UpstreamAccountSection,
+    ) -> Option<UpstreamAccount> {
+        let name = &account.username;
+        // The username is echoed in messages: it names an account, it is
+        // not a secret.
+        let checked = if name.is_empty() {
+            Err(ErrorKind::Invalid(
+                "empty; set the access.md username of this doctor account".to_owned(),
+            ))
+        } else if name.encode_utf16().count() > MAX_USERNAME_CHARS {
+            Err(ErrorKind::Invalid(format!(
+                "longer than {MAX_USERNAME_CHARS} characters, which access.md cannot store"
+            )))
+        } else if name.chars().any(char::is_control) {
+            Err(ErrorKind::Invalid(
+                "contains a control character".to_owned(),
+            ))
+        } else if name.trim() != name {
+            Err(ErrorKind::Invalid(format!(
+                "{name:?} starts or ends with white space; access.md compares usernames \
+                 exactly, so remove it"
+            )))
+        } else {
+            Ok(name.clone())
+        };
+        let username = self.ok(&format!("{table}.username"), checked);
+        let password_file =
+            self.secret_file(&format!("{table}.password_file"), &account.password_file);
+        Some(UpstreamAccount {
+            username: username?,
+            password_file: password_file?,
+        })
+    }
+
+    /// Each account may appear once: two entries for one username would
+    /// hold two sessions of one upstream identity and disagree about which
+    /// of them reaches a patient.
+    fn distinct_accounts(&mut self, u: &UpstreamSection) {
+        let mut seen: Vec<(String, &str)> = Vec::new();
+        let accounts = u
+            .federation_account
+            .iter()
+            .map(|a| ("upstream.federation_account".to_owned(), a))
+            .chain(
+                u.enrolled
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| (format!("upstream.enrolled[{i}]"), a)),
+            );
+        for (table, account) in accounts {
+            if account.username.is_empty() {
+                continue;
+            }
+            if let Some((other, _)) = seen.iter().find(|(_, name)| *name == account.username) {
+                self.error(
+                    &format!("{table}.username"),
+                    ErrorKind::Invalid(format!(
+                        "{:?} is already configured in {other}; list each account once",
+                        account.username
+                    )),
+                );
+            } else {
+                seen.push((table, &account.username));
+            }
+        }
     }
 
     /// `listen` is parsed by the caller (`None`: already reported).

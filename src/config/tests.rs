@@ -861,6 +861,220 @@ fn debug_output_never_holds_key_material() {
     assert!(debug.contains("public.key"));
 }
 
+// ------------------------------------------------------- upstream accounts
+
+/// `MINIMAL` plus a federation account and two enrolled doctors, whose
+/// password files exist with mode 0600.
+fn with_accounts(fx: &Fixture) -> String {
+    fx.write("federation.password", "FEDERATION-PASSWORD\n", 0o600);
+    fx.write("dr-a.password", "DR-A-PASSWORD", 0o600);
+    fx.write("dr-b.password", "DR-B-PASSWORD", 0o400);
+    format!(
+        r#"{MINIMAL}
+[upstream.federation_account]
+username = "federation"
+password_file = "federation.password"
+
+[[upstream.enrolled]]
+username = "dr.a"
+password_file = "dr-a.password"
+
+[[upstream.enrolled]]
+username = "dr.b"
+password_file = "dr-b.password"
+"#
+    )
+}
+
+#[test]
+fn no_upstream_accounts_by_default() {
+    let fx = Fixture::new();
+    let c = fx.load(MINIMAL).expect("valid");
+    assert_eq!(c.upstream.federation_account, None);
+    assert!(c.upstream.enrolled.is_empty());
+}
+
+#[test]
+fn upstream_accounts_are_loaded_in_order_without_their_passwords() {
+    let fx = Fixture::new();
+    let c = fx.load(&with_accounts(&fx)).expect("valid");
+    assert_eq!(
+        c.upstream.federation_account,
+        Some(UpstreamAccount {
+            username: "federation".into(),
+            password_file: fx.path("federation.password"),
+        })
+    );
+    let enrolled: Vec<_> = c
+        .upstream
+        .enrolled
+        .iter()
+        .map(|a| (a.username.as_str(), a.password_file.clone()))
+        .collect();
+    assert_eq!(
+        enrolled,
+        [
+            ("dr.a", fx.path("dr-a.password")),
+            ("dr.b", fx.path("dr-b.password")),
+        ]
+    );
+    // Only paths are configuration: no password is read into it.
+    let debug = format!("{c:?}");
+    assert!(!debug.contains("DR-A-PASSWORD"), "{debug}");
+    assert!(!debug.contains("FEDERATION-PASSWORD"), "{debug}");
+}
+
+#[test]
+fn upstream_account_password_files_must_be_private() {
+    let fx = Fixture::new();
+    let text = with_accounts(&fx);
+    fx.write("dr-b.password", "DR-B-PASSWORD", 0o640);
+    let e = fx.error(&text);
+    assert_eq!(e.key.as_deref(), Some("upstream.enrolled[1].password_file"));
+    assert!(matches!(
+        &*e.kind,
+        ErrorKind::File(SecretError::Readable { mode: 0o640, .. })
+    ));
+    assert!(!e.report().contains("DR-B-PASSWORD"));
+    let (line, _) = line_col(&e).expect("placed");
+    assert_eq!(
+        text.lines().nth(line - 1),
+        Some("password_file = \"dr-b.password\"")
+    );
+
+    fs::remove_file(fx.path("federation.password")).expect("rm");
+    let e = fx.error(&text);
+    assert_eq!(
+        e.key.as_deref(),
+        Some("upstream.federation_account.password_file")
+    );
+    assert!(matches!(
+        &*e.kind,
+        ErrorKind::File(SecretError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn upstream_account_passwords_from_systemd_credentials() {
+    let mut fx = Fixture::new();
+    let text = format!(
+        "{MINIMAL}[upstream.federation_account]\nusername = \"federation\"\n\
+         password_file = \"credential:fed-pw\"\n"
+    );
+    let e = fx.error(&text);
+    assert!(matches!(
+        &*e.kind,
+        ErrorKind::File(SecretError::NoCredentialsDirectory { .. })
+    ));
+    fx.env.credentials_directory = Some(fx.path("creds"));
+    let pw = fx.write("creds/fed-pw", "pw", 0o400);
+    let c = fx.load(&text).expect("valid");
+    assert_eq!(
+        c.upstream
+            .federation_account
+            .expect("account")
+            .password_file,
+        pw
+    );
+}
+
+#[test]
+fn upstream_account_tables_need_both_keys_and_no_others() {
+    let fx = Fixture::new();
+    fx.write("pw", "pw", 0o600);
+    let e = fx.error(&format!(
+        "{MINIMAL}[upstream.federation_account]\nusername = \"federation\"\n"
+    ));
+    assert_eq!(
+        e.key.as_deref(),
+        Some("upstream.federation_account.password_file")
+    );
+    assert!(matches!(&*e.kind, ErrorKind::Missing(_)), "{e}");
+
+    let e = fx.error(&format!(
+        "{MINIMAL}[[upstream.enrolled]]\nusername = \"a\"\npassword_file = \"pw\"\npassword = \"x\"\n"
+    ));
+    assert!(
+        matches!(&*e.kind, ErrorKind::UnknownKey { key, .. } if key == "password"),
+        "{e}"
+    );
+}
+
+#[test]
+fn upstream_account_usernames_are_checked() {
+    let fx = Fixture::new();
+    fx.write("pw", "pw", 0o600);
+    let long = "x".repeat(256);
+    let cases = [
+        ("", "empty"),
+        (" dr", "white space"),
+        ("dr\\u0007", "control character"),
+        (long.as_str(), "longer than 255"),
+    ];
+    for (name, message) in cases {
+        let text = format!(
+            "{MINIMAL}[[upstream.enrolled]]\nusername = \"{name}\"\npassword_file = \"pw\"\n"
+        );
+        let e = fx.error(&text);
+        assert_eq!(
+            e.key.as_deref(),
+            Some("upstream.enrolled[0].username"),
+            "{name:?}"
+        );
+        assert!(e.to_string().contains(message), "{name:?}: {e}");
+    }
+    // 255 characters fit.
+    let fits = "x".repeat(255);
+    let text =
+        format!("{MINIMAL}[[upstream.enrolled]]\nusername = \"{fits}\"\npassword_file = \"pw\"\n");
+    fx.load(&text).expect("255 characters are accepted");
+}
+
+#[test]
+fn an_upstream_account_is_listed_once() {
+    let fx = Fixture::new();
+    let text = with_accounts(&fx).replace("\"dr.b\"", "\"federation\"");
+    let e = fx.error(&text);
+    assert_eq!(e.key.as_deref(), Some("upstream.enrolled[1].username"));
+    assert!(
+        e.to_string()
+            .contains("already configured in upstream.federation_account"),
+        "{e}"
+    );
+}
+
+#[test]
+fn example_upstream_accounts_load_when_uncommented() {
+    let mut fx = Fixture::new();
+    fx.env.credentials_directory = Some(fx.path("creds"));
+    fx.write("creds/mdgate-federation-password", "pw", 0o600);
+    fx.write("upstream/dr.example.password", "pw", 0o600);
+    let upstream_dir = format!("{}/", fx.path("upstream").display());
+    let mut text = String::new();
+    let mut in_accounts = false;
+    for line in example_in(&fx).lines() {
+        if line.starts_with("# [upstream.federation_account]") {
+            in_accounts = true;
+        }
+        if in_accounts && (line.starts_with("# [") || line.contains(" = ")) {
+            text.push_str(line.trim_start_matches("# "));
+        } else {
+            text.push_str(line);
+        }
+        if line.starts_with('[') && !line.contains("upstream") {
+            in_accounts = false;
+        }
+        text.push('\n');
+    }
+    let text = text.replace("/etc/mdgate/upstream/", &upstream_dir);
+    let c = fx.load(&text).expect("example accounts are valid");
+    assert_eq!(
+        c.upstream.federation_account.map(|a| a.username).as_deref(),
+        Some("federation")
+    );
+    assert_eq!(c.upstream.enrolled.len(), 1);
+}
+
 // ------------------------------------------------------- files and check
 
 #[test]
@@ -1183,6 +1397,10 @@ fn example_mentions_every_key() {
         cert_file: "c".into(),
         key_file: "k".into(),
     };
+    let account = || super::file::UpstreamAccountSection {
+        username: "u".into(),
+        password_file: "p".into(),
+    };
     let full = ConfigFile {
         server: super::file::ServerSection {
             fqdn: Some("a.example.org".into()),
@@ -1200,6 +1418,11 @@ fn example_mentions_every_key() {
             }),
             ..Default::default()
         }),
+        upstream: super::file::UpstreamSection {
+            federation_account: Some(account()),
+            enrolled: vec![account()],
+            ..Default::default()
+        },
         store: StoreSection {
             path: Some("p".into()),
             url: Some("u".into()),
@@ -1232,19 +1455,28 @@ fn example_mentions_every_key() {
     );
 }
 
-/// Dotted keys (tables and values) of a TOML value.
+/// Dotted keys (tables and values) of a TOML value; the elements of an
+/// array of tables share the array's key.
 fn keys(value: &toml::Value, prefix: &str) -> Vec<String> {
     let mut out = Vec::new();
-    if let toml::Value::Table(table) = value {
-        for (k, v) in table {
-            let key = if prefix.is_empty() {
-                k.clone()
-            } else {
-                format!("{prefix}.{k}")
-            };
-            out.extend(keys(v, &key));
-            out.push(key);
+    match value {
+        toml::Value::Table(table) => {
+            for (k, v) in table {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                out.extend(keys(v, &key));
+                out.push(key);
+            }
         }
+        toml::Value::Array(elements) => {
+            for element in elements.iter().filter(|e| e.is_table()) {
+                out.extend(keys(element, prefix));
+            }
+        }
+        _ => {}
     }
     out
 }
@@ -1278,7 +1510,14 @@ fn documented_keys(text: &str) -> BTreeSet<String> {
     let mut table = String::new();
     for line in text.lines() {
         let line = line.trim();
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+        // Tables may be shown commented out too, and arrays of tables
+        // (`[[a.b]]`) name their elements' table.
+        let code = line.strip_prefix("# ").unwrap_or(line);
+        let header = code
+            .strip_prefix("[[")
+            .and_then(|l| l.strip_suffix("]]"))
+            .or_else(|| code.strip_prefix('[').and_then(|l| l.strip_suffix(']')));
+        if let Some(name) = header {
             table = name.to_owned();
             let mut partial = String::new();
             for part in name.split('.') {

@@ -11,3 +11,4 @@ mod gate;
 mod process;
 mod proxy;
 mod support;
+mod upstream;
