@@ -5,6 +5,7 @@
 //!
 //! * [`config`]: the TOML file, validated once into runtime types.
 //! * [`tls`]: server and client TLS configs, peer identity, reloads.
+//! * [`dns`]: peer keys published in DNS: records, resolver, cache, DNSSEC.
 //! * [`proxy`]: pass-through forwarding, header hygiene, limits, errors.
 //! * [`federation`]: the server-to-server listener (`/federation/v1/`).
 //! * [`store`]: durable state (SQLite by default), SQL lives only here.
@@ -15,6 +16,7 @@
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod dns;
 pub mod emulator;
 pub mod error;
 pub mod federation;

@@ -1,0 +1,3 @@
+//! DNS-anchored peer keys (placeholder, filled in below).
+
+pub mod record;
