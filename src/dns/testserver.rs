@@ -4,9 +4,21 @@
 //!
 //! It serves one or more zones over UDP and TCP on `127.0.0.1:<port>`
 //! (port 0 at start, kept across [`TestDnsServer::stop`] and
-//! [`TestDnsServer::restart`]), built on hickory-server's in-memory zone
-//! handler and catalog. Around the catalog sits a small request handler
-//! that
+//! [`TestDnsServer::restart`]). hickory-server provides the sockets and
+//! the message codec; the answers come from a small responder here:
+//! exact matches only (no wildcards, no CNAME), NODATA and NXDOMAIN with
+//! the zone's SOA, and for signed zones RRSIGs on every RRset and NSEC
+//! denial of existence (RFC 4035 §3.1.3: the NSEC covering the name and
+//! the one covering the wildcard at the closest encloser).
+//!
+//! Why not hickory-server's own zone store: its 0.26 in-memory DNSSEC
+//! answers fail validation by hickory's own resolver (NSEC: the wildcard
+//! proof is taken at the parent of the query name rather than the closest
+//! encloser; NSEC3: a denial record is attached to positive answers, and
+//! re-signing trips a debug assertion). The responder is ~150 lines and
+//! does what RFC 4035 says.
+//!
+//! The handler also
 //!
 //! * counts the queries it receives per name and type (to prove that the
 //!   resolver sends one query however many callers wait),
@@ -14,36 +26,33 @@
 //!   per [`Mode`].
 //!
 //! Records change at runtime ([`TestDnsServer::set_txt`],
-//! [`TestDnsServer::remove`], [`TestDnsServer::set_tlsa`]). A zone added
-//! with [`TestDnsServerBuilder::signed_zone`] is DNSSEC-signed with a fresh
-//! Ed25519 key (NSEC for denial of existence) and re-signed after every
-//! change; [`TestDnsServer::trust_anchor`] gives the DNSKEY line a
-//! validating resolver needs in its `trust_anchor_file`.
-//! [`TestDnsServer::tamper_txt`] changes a record without re-signing, so
-//! its old signature no longer matches: a validating resolver must call
-//! that answer bogus.
+//! [`TestDnsServer::remove`], [`TestDnsServer::set_tlsa`]); a signed zone
+//! (from [`TestDnsServerBuilder::signed_zone`], with a fresh Ed25519 key)
+//! is re-signed after every change. [`TestDnsServer::trust_anchor`] gives
+//! the DNSKEY line a validating resolver needs in its
+//! `trust_anchor_file`. [`TestDnsServer::tamper_txt`] changes a record
+//! without re-signing, so its old signature no longer matches: a
+//! validating resolver must call that answer bogus.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::dnssec::crypto::Ed25519SigningKey;
-use hickory_proto::dnssec::rdata::DNSKEY;
+use hickory_proto::dnssec::rdata::{DNSSECRData, DNSKEY, NSEC, RRSIG};
 use hickory_proto::dnssec::{DnssecSigner, SigningKey as _};
-use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, ResponseCode};
+use hickory_proto::op::{
+    Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
+};
 use hickory_proto::rr::rdata::tlsa::{CertUsage, Matching, Selector as TlsaSelector};
 use hickory_proto::rr::rdata::{NS, SOA, TLSA, TXT};
-use hickory_proto::rr::{LowerName, Name, RData, Record, RecordSet, RecordType, RrKey};
-use hickory_server::dnssec::NxProofKind;
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordSet, RecordType};
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::store::in_memory::InMemoryZoneHandler;
-use hickory_server::zone_handler::{
-    AxfrPolicy, Catalog, DnssecZoneHandler as _, MessageResponseBuilder, ZoneHandler, ZoneType,
-};
+use hickory_server::zone_handler::MessageResponseBuilder;
 use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 
@@ -51,9 +60,11 @@ use super::record::Tlsa;
 
 /// How long signatures made by the test server are valid.
 const SIGNATURE_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Signatures start this long ago, for clock skew.
+const SIGNATURE_BACKDATE: u64 = 3600;
 /// The TTL of records written when none was set with [`TestDnsServer::set_ttl`].
 pub const DEFAULT_TTL: u32 = 300;
-/// The SOA minimum, which is also the negative-answer TTL.
+/// The SOA minimum: the TTL of negative answers and NSEC records.
 const NEGATIVE_TTL: u32 = 60;
 
 /// Errors of the test server (set-up, bad names, signing).
@@ -105,20 +116,16 @@ impl TestDnsServerBuilder {
 
     /// Builds the zones and starts answering on `127.0.0.1:<random port>`.
     pub async fn start(self) -> Result<TestDnsServer, TestServerError> {
-        let mut zones = Vec::new();
-        let mut catalog = Catalog::new();
-        for (origin, signed) in self.zones {
-            let zone = Zone::new(&origin, signed).await?;
-            let handler: Arc<dyn ZoneHandler> = zone.handler.clone();
-            catalog.upsert(LowerName::new(&zone.origin), vec![handler]);
-            zones.push(zone);
-        }
+        let zones = self
+            .zones
+            .iter()
+            .map(|(origin, signed)| Zone::new(origin, *signed))
+            .collect::<Result<Vec<_>, _>>()?;
         let shared = Arc::new(Shared {
             zones,
-            catalog,
             mode: AtomicU8::new(Mode::Answer as u8),
             counts: Mutex::new(HashMap::new()),
-            ttl: std::sync::atomic::AtomicU32::new(DEFAULT_TTL),
+            ttl: AtomicU32::new(DEFAULT_TTL),
         });
         let (server, addr) = bind_any(&shared).await?;
         Ok(TestDnsServer {
@@ -138,24 +145,38 @@ pub struct TestDnsServer {
 
 struct Shared {
     zones: Vec<Zone>,
-    catalog: Catalog,
     mode: AtomicU8,
     /// Queries received, by (lower-case absolute name, type).
     counts: Mutex<HashMap<(String, RecordType), u64>>,
     /// TTL of records written from now on.
-    ttl: std::sync::atomic::AtomicU32,
+    ttl: AtomicU32,
 }
 
 struct Zone {
     origin: Name,
-    handler: Arc<InMemoryZoneHandler>,
-    /// The zone's key (`None`: unsigned).
-    dnskey: Option<DNSKEY>,
+    /// The zone's key and its signer (`None`: unsigned).
+    key: Option<(DNSKEY, DnssecSigner)>,
+    data: Mutex<ZoneData>,
 }
 
-/// The request handler: counts, applies the [`Mode`], then lets the
-/// catalog answer.
+/// The zone's RRsets by owner name (canonical order) and type, and for a
+/// signed zone the NSEC chain; every RRset carries its RRSIGs.
+#[derive(Default)]
+struct ZoneData {
+    rrsets: BTreeMap<Name, BTreeMap<RecordType, RecordSet>>,
+    nsec: BTreeMap<Name, RecordSet>,
+}
+
+/// The request handler: counts, applies the [`Mode`], then answers.
 struct Handler(Arc<Shared>);
+
+/// An answer before encoding.
+struct Answer {
+    code: ResponseCode,
+    authoritative: bool,
+    answers: Vec<Record>,
+    authorities: Vec<Record>,
+}
 
 impl TestDnsServer {
     pub fn builder() -> TestDnsServerBuilder {
@@ -192,17 +213,12 @@ impl TestDnsServer {
         name: &str,
         records: &[&[&str]],
     ) -> Result<(), TestServerError> {
-        let name = parse_name(name)?;
-        let rdatas = records
-            .iter()
-            .map(|strings| RData::TXT(TXT::new(strings.iter().map(|s| (*s).to_owned()).collect())))
-            .collect();
-        self.replace(&name, RecordType::TXT, rdatas).await
+        let rdatas = records.iter().map(|strings| txt(strings)).collect();
+        self.replace(name, RecordType::TXT, rdatas)
     }
 
     /// Replaces the TLSA RRset at `name`.
     pub async fn set_tlsa(&self, name: &str, records: &[Tlsa]) -> Result<(), TestServerError> {
-        let name = parse_name(name)?;
         let rdatas = records
             .iter()
             .map(|t| {
@@ -214,45 +230,38 @@ impl TestDnsServer {
                 ))
             })
             .collect();
-        self.replace(&name, RecordType::TLSA, rdatas).await
+        self.replace(name, RecordType::TLSA, rdatas)
     }
 
     /// Removes every record at `name`.
     pub async fn remove(&self, name: &str) -> Result<(), TestServerError> {
         let name = parse_name(name)?;
         let zone = self.zone_of(&name)?;
-        {
-            let lower = LowerName::new(&name);
-            let mut records = zone.handler.records_mut().await;
-            records.retain(|key, _| key.name != lower);
-        }
-        zone.resign().await
+        let mut data = zone.lock();
+        data.rrsets.remove(&name);
+        zone.sign(&mut data)
     }
 
     /// Replaces the TXT data at `name` but keeps the old signatures, as an
     /// on-path attacker would: a validating resolver sees a bogus answer.
-    /// Re-signing happens at the next ordinary change of the zone.
+    /// The next ordinary change re-signs the zone.
     pub async fn tamper_txt(&self, name: &str, strings: &[&str]) -> Result<(), TestServerError> {
         let name = parse_name(name)?;
         let zone = self.zone_of(&name)?;
-        if zone.dnskey.is_none() {
+        if zone.key.is_none() {
             return Err(TestServerError::NotSigned(zone.origin.to_string()));
         }
         let ttl = self.shared.ttl.load(Ordering::Relaxed);
-        let key = RrKey::new(LowerName::new(&name), RecordType::TXT);
-        let mut records = zone.handler.records_mut().await;
-        let rrsigs = records
-            .get(&key)
+        let mut data = zone.lock();
+        let types = data.rrsets.entry(name.clone()).or_default();
+        let rrsigs = types
+            .get(&RecordType::TXT)
             .map(|set| set.rrsigs().to_vec())
             .unwrap_or_default();
         let mut set = RecordSet::with_ttl(name.clone(), RecordType::TXT, ttl);
-        set.set_records(vec![Record::from_rdata(
-            name,
-            ttl,
-            RData::TXT(TXT::new(strings.iter().map(|s| (*s).to_owned()).collect())),
-        )]);
+        set.set_records(vec![Record::from_rdata(name, ttl, txt(strings))]);
         set.set_rrsigs(rrsigs);
-        records.insert(key, Arc::new(set));
+        types.insert(RecordType::TXT, set);
         Ok(())
     }
 
@@ -266,8 +275,8 @@ impl TestDnsServer {
             .iter()
             .find(|z| z.origin == name)
             .ok_or_else(|| TestServerError::NoZone(origin.to_owned()))?;
-        let dnskey = zone
-            .dnskey
+        let (dnskey, _) = zone
+            .key
             .as_ref()
             .ok_or_else(|| TestServerError::NotSigned(origin.to_owned()))?;
         Ok(format!("{} 3600 IN DNSKEY {dnskey}\n", zone.origin))
@@ -300,17 +309,11 @@ impl TestDnsServer {
 
     /// Every query received so far, by name and type.
     pub fn counts(&self) -> HashMap<(String, RecordType), u64> {
-        match self.shared.counts.lock() {
-            Ok(counts) => counts.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        lock(&self.shared.counts).clone()
     }
 
     pub fn reset_counts(&self) {
-        match self.shared.counts.lock() {
-            Ok(mut counts) => counts.clear(),
-            Err(poisoned) => poisoned.into_inner().clear(),
-        }
+        lock(&self.shared.counts).clear();
     }
 
     /// Stops answering: both sockets are closed (queries get ICMP port
@@ -334,103 +337,252 @@ impl TestDnsServer {
     }
 
     fn zone_of(&self, name: &Name) -> Result<&Zone, TestServerError> {
-        // The longest origin that contains the name.
         self.shared
-            .zones
-            .iter()
-            .filter(|z| z.origin.zone_of(name))
-            .max_by_key(|z| z.origin.num_labels())
+            .zone_of(name)
             .ok_or_else(|| TestServerError::NoZone(name.to_string()))
     }
 
-    async fn replace(
+    fn replace(
         &self,
-        name: &Name,
+        name: &str,
         record_type: RecordType,
         rdatas: Vec<RData>,
     ) -> Result<(), TestServerError> {
-        let zone = self.zone_of(name)?;
+        let name = parse_name(name)?;
+        let zone = self.zone_of(&name)?;
         let ttl = self.shared.ttl.load(Ordering::Relaxed);
-        {
-            let mut records = zone.handler.records_mut().await;
-            let key = RrKey::new(LowerName::new(name), record_type);
-            if rdatas.is_empty() {
-                records.remove(&key);
-            } else {
-                let mut set = RecordSet::with_ttl(name.clone(), record_type, ttl);
-                for rdata in rdatas {
-                    set.add_rdata(rdata);
-                }
-                records.insert(key, Arc::new(set));
-            }
-        }
-        zone.resign().await
+        let mut data = zone.lock();
+        set_rrset(&mut data, &name, record_type, ttl, rdatas);
+        zone.sign(&mut data)
+    }
+}
+
+impl Shared {
+    /// The zone with the longest origin that contains `name`.
+    fn zone_of(&self, name: &Name) -> Option<&Zone> {
+        self.zones
+            .iter()
+            .filter(|z| z.origin.zone_of(name))
+            .max_by_key(|z| z.origin.num_labels())
     }
 }
 
 impl Zone {
-    async fn new(origin: &str, signed: bool) -> Result<Zone, TestServerError> {
+    fn new(origin: &str, signed: bool) -> Result<Zone, TestServerError> {
         let origin = parse_name(origin)?;
-        let nx_proof = signed.then_some(NxProofKind::Nsec);
-        let handler = InMemoryZoneHandler::empty(
-            origin.clone(),
-            ZoneType::Primary,
-            AxfrPolicy::Deny,
-            nx_proof,
-        );
-        let ns = Name::from_ascii("ns")
-            .and_then(|ns| ns.append_domain(&origin))
-            .map_err(|_| TestServerError::Name(origin.to_string()))?;
-        let hostmaster = Name::from_ascii("hostmaster")
-            .and_then(|h| h.append_domain(&origin))
-            .map_err(|_| TestServerError::Name(origin.to_string()))?;
-        let soa = SOA::new(ns.clone(), hostmaster, 1, 3600, 600, 86400, NEGATIVE_TTL);
-        handler
-            .upsert(
-                Record::from_rdata(origin.clone(), 3600, RData::SOA(soa)),
-                1,
-            )
-            .await;
-        handler
-            .upsert(Record::from_rdata(origin.clone(), 3600, RData::NS(NS(ns))), 1)
-            .await;
-        let handler = Arc::new(handler);
-        let dnskey = if signed {
+        let child = |label: &str| {
+            Name::from_ascii(label)
+                .and_then(|n| n.append_domain(&origin))
+                .map_err(|_| TestServerError::Name(origin.to_string()))
+        };
+        let ns = child("ns")?;
+        let soa = SOA::new(ns.clone(), child("hostmaster")?, 1, 3600, 600, 86400, NEGATIVE_TTL);
+        let mut data = ZoneData::default();
+        set_rrset(&mut data, &origin, RecordType::SOA, 3600, vec![RData::SOA(soa)]);
+        set_rrset(&mut data, &origin, RecordType::NS, 3600, vec![RData::NS(NS(ns))]);
+        let key = if signed {
             let pkcs8 = Ed25519SigningKey::generate_pkcs8().map_err(dnssec_error)?;
-            let key = Ed25519SigningKey::from_pkcs8(&pkcs8).map_err(dnssec_error)?;
-            let public = key.to_public_key().map_err(dnssec_error)?;
+            let signing = Ed25519SigningKey::from_pkcs8(&pkcs8).map_err(dnssec_error)?;
+            let public = signing.to_public_key().map_err(dnssec_error)?;
             // Flags 257: a zone key that is also the secure entry point,
-            // the key a trust anchor names.
+            // the key a trust anchor names. One key signs everything.
             let dnskey = DNSKEY::from_key(&public);
+            set_rrset(
+                &mut data,
+                &origin,
+                RecordType::DNSKEY,
+                3600,
+                vec![RData::DNSSEC(DNSSECRData::DNSKEY(dnskey.clone()))],
+            );
             let signer = DnssecSigner::new(
                 dnskey.clone(),
-                Box::new(key),
+                Box::new(signing),
                 origin.clone(),
                 SIGNATURE_VALIDITY,
             );
-            handler
-                .add_zone_signing_key(signer)
-                .await
-                .map_err(dnssec_error)?;
-            Some(dnskey)
+            Some((dnskey, signer))
         } else {
             None
         };
         let zone = Zone {
             origin,
-            handler,
-            dnskey,
+            key,
+            data: Mutex::new(data),
         };
-        zone.resign().await?;
+        {
+            let mut data = zone.lock();
+            zone.sign(&mut data)?;
+        }
         Ok(zone)
     }
 
-    /// Regenerates NSEC records and signatures (signed zones only).
-    async fn resign(&self) -> Result<(), TestServerError> {
-        if self.dnskey.is_some() {
-            self.handler.secure_zone().await.map_err(dnssec_error)?;
+    fn lock(&self) -> MutexGuard<'_, ZoneData> {
+        lock(&self.data)
+    }
+
+    /// Rebuilds the NSEC chain and signs every RRset (signed zones only).
+    fn sign(&self, data: &mut ZoneData) -> Result<(), TestServerError> {
+        let Some((_, signer)) = &self.key else {
+            return Ok(());
+        };
+        let inception = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs().saturating_sub(SIGNATURE_BACKDATE))
+            .unwrap_or(0);
+        let inception = i64::try_from(inception)
+            .ok()
+            .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
+            .ok_or_else(|| TestServerError::Dnssec("clock out of range".to_owned()))?;
+
+        // The NSEC chain: every owner name, in canonical order, to the
+        // next, the last back to the apex (RFC 4034 §4.1.1).
+        let owners: Vec<(Name, Vec<RecordType>)> = data
+            .rrsets
+            .iter()
+            .filter(|(_, types)| !types.is_empty())
+            .map(|(name, types)| (name.clone(), types.keys().copied().collect()))
+            .collect();
+        data.nsec.clear();
+        for (i, (owner, types)) in owners.iter().enumerate() {
+            let next = owners
+                .get(i + 1)
+                .map_or_else(|| self.origin.clone(), |(n, _)| n.clone());
+            let bitmap = types
+                .iter()
+                .copied()
+                .chain([RecordType::RRSIG, RecordType::NSEC]);
+            let mut set = RecordSet::with_ttl(owner.clone(), RecordType::NSEC, NEGATIVE_TTL);
+            set.add_rdata(RData::DNSSEC(DNSSECRData::NSEC(NSEC::new(next, bitmap))));
+            data.nsec.insert(owner.clone(), set);
+        }
+
+        let sets = data
+            .rrsets
+            .values_mut()
+            .flat_map(|types| types.values_mut())
+            .chain(data.nsec.values_mut());
+        for set in sets {
+            set.clear_rrsigs();
+            let rrsig = RRSIG::from_rrset(set, DNSClass::IN, inception, signer)
+                .map_err(dnssec_error)?;
+            let record = Record::from_rdata(
+                set.name().clone(),
+                set.ttl(),
+                RData::DNSSEC(DNSSECRData::RRSIG(rrsig)),
+            );
+            set.insert_rrsig(record);
         }
         Ok(())
+    }
+
+    /// The answer to `qname`/`qtype` (`dnssec`: the query's DO bit).
+    fn answer(&self, qname: &Name, qtype: RecordType, dnssec: bool) -> Answer {
+        let data = self.lock();
+        let signed = dnssec && self.key.is_some();
+        let records = |set: &RecordSet| -> Vec<Record> {
+            let mut out: Vec<Record> = set.records_without_rrsigs().cloned().collect();
+            if signed {
+                out.extend(set.rrsigs().iter().cloned());
+            }
+            out
+        };
+        let soa = data
+            .rrsets
+            .get(&self.origin)
+            .and_then(|types| types.get(&RecordType::SOA))
+            .map(|set| records(set))
+            .unwrap_or_default();
+        let nsec_of = |owner: &Name| data.nsec.get(owner).map(|set| records(set));
+        // The NSEC whose span (owner, next) contains `name`: the last
+        // owner before it in canonical order.
+        let covering = |name: &Name| {
+            data.nsec
+                .range(..name.clone())
+                .next_back()
+                .map(|(_, set)| records(set))
+        };
+
+        if let Some(types) = data.rrsets.get(qname) {
+            if let Some(set) = types.get(&qtype) {
+                return Answer::ok(records(set));
+            }
+            // NODATA: the NSEC at the name lists what is there.
+            let mut authorities = soa;
+            if signed {
+                authorities.extend(nsec_of(qname).unwrap_or_default());
+            }
+            return Answer::negative(ResponseCode::NoError, authorities);
+        }
+
+        let exists = |name: &Name| {
+            data.rrsets.contains_key(name)
+                // An empty non-terminal: a name below it exists (names
+                // below sort right after it).
+                || data
+                    .rrsets
+                    .range(name.clone()..)
+                    .find(|(n, _)| *n != name)
+                    .is_some_and(|(n, _)| name.zone_of(n))
+        };
+        let mut authorities = soa;
+        if exists(qname) {
+            // NODATA at an empty non-terminal: the covering NSEC, whose
+            // next name lies below the query name, proves it.
+            if signed {
+                authorities.extend(covering(qname).unwrap_or_default());
+            }
+            return Answer::negative(ResponseCode::NoError, authorities);
+        }
+        if signed {
+            // NXDOMAIN: no such name, and no wildcard at the closest
+            // encloser (RFC 4035 §3.1.3.2).
+            let mut encloser = qname.base_name();
+            while encloser.num_labels() > self.origin.num_labels() && !exists(&encloser) {
+                encloser = encloser.base_name();
+            }
+            let proof = covering(qname).unwrap_or_default();
+            let wildcard_proof = encloser
+                .prepend_label("*")
+                .ok()
+                .and_then(|wildcard| covering(&wildcard))
+                .unwrap_or_default();
+            authorities.extend(proof.iter().cloned());
+            for record in wildcard_proof {
+                if !proof.contains(&record) {
+                    authorities.push(record);
+                }
+            }
+        }
+        Answer::negative(ResponseCode::NXDomain, authorities)
+    }
+}
+
+impl Answer {
+    fn ok(answers: Vec<Record>) -> Answer {
+        Answer {
+            code: ResponseCode::NoError,
+            authoritative: true,
+            answers,
+            authorities: Vec::new(),
+        }
+    }
+
+    fn negative(code: ResponseCode, authorities: Vec<Record>) -> Answer {
+        Answer {
+            code,
+            authoritative: true,
+            answers: Vec::new(),
+            authorities,
+        }
+    }
+
+    fn error(code: ResponseCode) -> Answer {
+        Answer {
+            code,
+            authoritative: false,
+            answers: Vec::new(),
+            authorities: Vec::new(),
+        }
     }
 }
 
@@ -441,35 +593,62 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
-        if let Ok(info) = request.request_info() {
-            let key = (normalise(&info.query.name().to_string()), info.query.query_type());
-            match self.0.counts.lock() {
-                Ok(mut counts) => *counts.entry(key).or_default() += 1,
-                Err(poisoned) => *poisoned.into_inner().entry(key).or_default() += 1,
-            }
+        let query = request.request_info().ok().map(|info| {
+            let name: Name = info.query.name().into();
+            (name, info.query.query_type())
+        });
+        if let Some((name, qtype)) = &query {
+            let key = (normalise(&name.to_string()), *qtype);
+            *lock(&self.0.counts).entry(key).or_default() += 1;
         }
-        match self.0.mode.load(Ordering::Relaxed) {
-            m if m == Mode::ServFail as u8 => {
-                let response = MessageResponseBuilder::new(&request.queries, None)
-                    .error_msg(&request.metadata, ResponseCode::ServFail);
-                match response_handle.send_response(response).await {
-                    Ok(info) => info,
-                    Err(_) => failed(request),
-                }
-            }
-            m if m == Mode::Drop as u8 => failed(request),
-            _ => {
-                self.0
-                    .catalog
-                    .handle_request::<R, T>(request, response_handle)
-                    .await
-            }
+        let mode = self.0.mode.load(Ordering::Relaxed);
+        if mode == Mode::Drop as u8 {
+            return unanswered(request);
+        }
+        let dnssec = request
+            .edns
+            .as_ref()
+            .is_some_and(|edns| edns.flags().dnssec_ok);
+        let answer = match (&query, request.metadata.op_code) {
+            _ if mode == Mode::ServFail as u8 => Answer::error(ResponseCode::ServFail),
+            (Some((name, qtype)), OpCode::Query) => match self.0.zone_of(name) {
+                Some(zone) => zone.answer(name, *qtype, dnssec),
+                None => Answer::error(ResponseCode::Refused),
+            },
+            (None, _) => Answer::error(ResponseCode::FormErr),
+            (Some(_), _) => Answer::error(ResponseCode::NotImp),
+        };
+
+        let mut metadata = Metadata::new(
+            request.metadata.id,
+            MessageType::Response,
+            request.metadata.op_code,
+        );
+        metadata.response_code = answer.code;
+        metadata.authoritative = answer.authoritative;
+        metadata.recursion_desired = request.metadata.recursion_desired;
+        let edns = request.edns.as_ref().map(|_| {
+            let mut edns = Edns::new();
+            edns.set_dnssec_ok(dnssec);
+            edns.set_max_payload(1232);
+            edns
+        });
+        let response = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
+            metadata,
+            answer.answers.iter(),
+            answer.authorities.iter(),
+            std::iter::empty(),
+            std::iter::empty(),
+        );
+        match response_handle.send_response(response).await {
+            Ok(info) => info,
+            Err(_) => unanswered(request),
         }
     }
 }
 
 /// The summary hickory-server wants back when nothing was sent.
-fn failed(request: &Request) -> ResponseInfo {
+fn unanswered(request: &Request) -> ResponseInfo {
     let mut metadata = Metadata::new(
         request.metadata.id,
         MessageType::Response,
@@ -480,6 +659,32 @@ fn failed(request: &Request) -> ResponseInfo {
         metadata,
         counts: HeaderCounts::default(),
     })
+}
+
+fn set_rrset(
+    data: &mut ZoneData,
+    name: &Name,
+    record_type: RecordType,
+    ttl: u32,
+    rdatas: Vec<RData>,
+) {
+    let types = data.rrsets.entry(name.clone()).or_default();
+    if rdatas.is_empty() {
+        types.remove(&record_type);
+    } else {
+        let mut set = RecordSet::with_ttl(name.clone(), record_type, ttl);
+        for rdata in rdatas {
+            set.add_rdata(rdata);
+        }
+        types.insert(record_type, set);
+    }
+    if types.is_empty() {
+        data.rrsets.remove(name);
+    }
+}
+
+fn txt(strings: &[&str]) -> RData {
+    RData::TXT(TXT::new(strings.iter().map(|s| (*s).to_owned()).collect()))
 }
 
 /// Binds UDP on a free loopback port and TCP on the same port (retrying
@@ -534,4 +739,10 @@ fn normalise(name: &str) -> String {
 
 fn dnssec_error(e: impl std::fmt::Display) -> TestServerError {
     TestServerError::Dnssec(e.to_string())
+}
+
+/// A poisoned lock still holds consistent data here (every update is a
+/// single insert or removal), so it is used as is.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
