@@ -98,12 +98,15 @@ impl Client {
         };
         let options = builder.options_mut();
         options.timeout = cfg.timeout;
-        options.attempts = 2;
+        // hickory counts retries: one retry, so a query is sent at most twice.
+        options.attempts = 1;
         options.cache_size = 0;
         options.use_hosts_file = ResolveHosts::Never;
         options.ndots = 0;
         options.edns0 = true;
-        options.try_tcp_on_error = true;
+        // TCP only for truncated answers: a SERVFAIL or a timeout over
+        // UDP says nothing that TCP would change.
+        options.try_tcp_on_error = false;
         options.preserve_intermediates = true;
         let validate = cfg.dnssec == DnssecMode::Validate;
         options.validate = validate;

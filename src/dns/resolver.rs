@@ -409,15 +409,18 @@ impl Inner {
             },
         };
 
-        self.metrics.dns_cache("miss");
         let _fetching = slot.fetch.lock().await;
-        if lock(&slot.state).generation != generation {
-            // Someone fetched while we waited: use their result.
-            return self.settled(&slot, self.clock.now());
+        // If someone fetched while we waited, their result is ours.
+        if lock(&slot.state).generation == generation {
+            let (result, _) = self.fetch(fqdn).await;
+            self.store(&slot, result);
         }
-        let (result, _) = self.fetch(fqdn).await;
-        self.store(&slot, result);
-        self.settled(&slot, self.clock.now())
+        let settled = self.settled(&slot, self.clock.now());
+        self.metrics.dns_cache(match &settled {
+            Ok((_, true)) => "stale",
+            _ => "miss",
+        });
+        settled
     }
 
     /// The fast path: what the slot can answer without DNS.
