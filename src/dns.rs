@@ -186,7 +186,10 @@ impl DnsError {
     /// An answer from the zone (cached for `negative_ttl`), as opposed to
     /// a failure to get one.
     pub(crate) fn is_answer(&self) -> bool {
-        matches!(self, DnsError::NoRecord { .. } | DnsError::InvalidRecord { .. })
+        matches!(
+            self,
+            DnsError::NoRecord { .. } | DnsError::InvalidRecord { .. }
+        )
     }
 }
 
@@ -295,9 +298,7 @@ impl From<DnsError> for KeyRefusal {
 /// `dig DNSKEY` prints them). Its keys are added to hickory's built-in root
 /// anchors, so a private zone's anchor does not switch off validation of
 /// the public tree.
-pub fn load_trust_anchors(
-    path: &Path,
-) -> Result<hickory_proto::dnssec::TrustAnchors, String> {
+pub fn load_trust_anchors(path: &Path) -> Result<hickory_proto::dnssec::TrustAnchors, String> {
     use hickory_proto::dnssec::{PublicKeyBuf, Verifier as _};
     use hickory_proto::serialize::txt::trust_anchor::{Entry, Parser};
     let text = std::fs::read_to_string(path)

@@ -616,8 +616,12 @@ impl Validator<'_> {
         } else {
             Some(d.stale_if_error.0)
         };
-        let cache_entries =
-            self.range("dns.cache_entries", d.cache_entries, 1, MAX_DNS_CACHE_ENTRIES);
+        let cache_entries = self.range(
+            "dns.cache_entries",
+            d.cache_entries,
+            1,
+            MAX_DNS_CACHE_ENTRIES,
+        );
         if min_ttl? > max_ttl? || d.nameservers.len() > MAX_NAMESERVERS {
             return None;
         }

@@ -1162,16 +1162,44 @@ fn dns_table_errors_name_the_key() {
     let fx = Fixture::new();
     fx.write("junk.txt", "not a dnskey\n", 0o644);
     let cases: &[(&str, &str, &str)] = &[
-        ("nameservers = [\"dns.example.org\"]", "dns.nameservers[0]", "not an IP address"),
+        (
+            "nameservers = [\"dns.example.org\"]",
+            "dns.nameservers[0]",
+            "not an IP address",
+        ),
         ("timeout = \"0s\"", "dns.timeout", "greater than zero"),
         ("dnssec = \"on\"", "dns.dnssec", "unknown variant"),
-        ("trust_anchor_file = \"junk.txt\"", "dns.trust_anchor_file", "dnssec = \"validate\""),
-        ("dnssec = \"validate\"\ntrust_anchor_file = \"junk.txt\"", "dns.trust_anchor_file", "DNSKEY"),
-        ("dnssec = \"validate\"\ntrust_anchor_file = \"missing.txt\"", "dns.trust_anchor_file", "missing.txt"),
+        (
+            "trust_anchor_file = \"junk.txt\"",
+            "dns.trust_anchor_file",
+            "dnssec = \"validate\"",
+        ),
+        (
+            "dnssec = \"validate\"\ntrust_anchor_file = \"junk.txt\"",
+            "dns.trust_anchor_file",
+            "DNSKEY",
+        ),
+        (
+            "dnssec = \"validate\"\ntrust_anchor_file = \"missing.txt\"",
+            "dns.trust_anchor_file",
+            "missing.txt",
+        ),
         ("min_ttl = \"2h\"", "dns.min_ttl", "longer than the maximum"),
-        ("min_ttl = \"10m\"\nmax_ttl = \"5m\"", "dns.max_ttl", "shorter than min_ttl"),
-        ("stale_if_error = \"2d\"", "dns.stale_if_error", "unknown unit"),
-        ("stale_if_error = \"25h\"", "dns.stale_if_error", "longer than the maximum"),
+        (
+            "min_ttl = \"10m\"\nmax_ttl = \"5m\"",
+            "dns.max_ttl",
+            "shorter than min_ttl",
+        ),
+        (
+            "stale_if_error = \"2d\"",
+            "dns.stale_if_error",
+            "unknown unit",
+        ),
+        (
+            "stale_if_error = \"25h\"",
+            "dns.stale_if_error",
+            "longer than the maximum",
+        ),
         ("cache_entries = 0", "dns.cache_entries", "at least 1"),
         ("ttl = \"1m\"", "dns.ttl", "unknown key"),
     ];

@@ -229,8 +229,7 @@ impl Client {
                 Proof::Insecure => negative(response.response_code, Security::Insecure),
                 Proof::Secure => negative(response.response_code, Security::Secure),
                 Proof::Indeterminate => QueryOutcome::Failed(QueryFailure::Other(
-                    "DNSSEC status indeterminate (validation data could not be fetched)"
-                        .to_owned(),
+                    "DNSSEC status indeterminate (validation data could not be fetched)".to_owned(),
                 )),
             },
             HickoryDnsError::DnssecBogus => QueryOutcome::Failed(QueryFailure::Bogus),
@@ -263,7 +262,11 @@ impl Client {
                 Proof::Bogus => return None,
             });
         }
-        Some(if any { security } else { Security::Indeterminate })
+        Some(if any {
+            security
+        } else {
+            Security::Indeterminate
+        })
     }
 
     fn unproven(&self) -> Security {
@@ -280,7 +283,9 @@ fn negative<T>(code: ResponseCode, security: Security) -> QueryOutcome<T> {
         ResponseCode::NXDomain => QueryOutcome::NxDomain { security },
         ResponseCode::NoError => QueryOutcome::NoData { security },
         ResponseCode::ServFail => QueryOutcome::Failed(QueryFailure::ServFail),
-        other => QueryOutcome::Failed(QueryFailure::Other(format!("the resolver answered {other}"))),
+        other => QueryOutcome::Failed(QueryFailure::Other(format!(
+            "the resolver answered {other}"
+        ))),
     }
 }
 

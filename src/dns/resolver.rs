@@ -625,9 +625,7 @@ impl Inner {
         let mut records = Vec::with_capacity(answers.len());
         let mut failure = None;
         let mut any_missing = false;
-        for ((selector, name), (outcome, step)) in
-            index.selectors.iter().zip(&names).zip(answers)
-        {
+        for ((selector, name), (outcome, step)) in index.selectors.iter().zip(&names).zip(answers) {
             steps.push(step);
             let record = match outcome {
                 QueryOutcome::Answer {
@@ -739,8 +737,8 @@ impl Inner {
     async fn txt_step(
         &self,
         name: &str,
-        check: fn(&[Vec<Box<[u8]>>]) -> Result<bool, RecordError>,
-    ) -> (QueryOutcome<Vec<Box<[u8]>>>, LookupStep) {
+        check: RrsetCheck,
+    ) -> (QueryOutcome<TxtRecord>, LookupStep) {
         let started = std::time::Instant::now();
         let outcome = self.client.txt(name).await;
         let mut step = LookupStep {
@@ -786,11 +784,17 @@ impl Inner {
     }
 }
 
-fn index_check(records: &[Vec<Box<[u8]>>]) -> Result<bool, RecordError> {
+/// Whether a TXT RRset holds a valid record of the expected kind.
+type RrsetCheck = fn(&[TxtRecord]) -> Result<bool, RecordError>;
+
+/// One TXT record's character-strings, as the client returns them.
+type TxtRecord = Vec<Box<[u8]>>;
+
+fn index_check(records: &[TxtRecord]) -> Result<bool, RecordError> {
     record::parse_index_rrset(records).map(|r| r.is_some())
 }
 
-fn key_check(records: &[Vec<Box<[u8]>>]) -> Result<bool, RecordError> {
+fn key_check(records: &[TxtRecord]) -> Result<bool, RecordError> {
     record::parse_key_rrset(records).map(|r| r.is_some())
 }
 

@@ -102,8 +102,8 @@ impl Harness {
         }
         let metrics = Arc::new(Metrics::new());
         let clock = Arc::new(ManualClock::new());
-        let resolver = KeyResolver::with_clock(&config, metrics.clone(), clock.clone())
-            .expect("resolver");
+        let resolver =
+            KeyResolver::with_clock(&config, metrics.clone(), clock.clone()).expect("resolver");
         Harness {
             server,
             resolver,
@@ -179,8 +179,11 @@ async fn good_records_are_found_and_cached() {
     let h = Harness::new(|_| {}).await;
     let tls = tls_key();
     let sig = sig_spki();
-    h.publish(PEER, &[("tls1", tls_record(&tls)), ("sig1", sig_record(&sig))])
-        .await;
+    h.publish(
+        PEER,
+        &[("tls1", tls_record(&tls)), ("sig1", sig_record(&sig))],
+    )
+    .await;
 
     let verdict = h.check(PEER, &tls).await.expect("accepted");
     assert_eq!(verdict.selector, sel("tls1"));
@@ -190,7 +193,11 @@ async fn good_records_are_found_and_cached() {
     let signing = h.resolver.signing_key(PEER, "sig1").await.expect("sig key");
     assert_eq!(signing.spki(), Some(sig.as_slice()));
 
-    let keys = h.resolver.peer_keys("Peer.Example.Test.").await.expect("keys");
+    let keys = h
+        .resolver
+        .peer_keys("Peer.Example.Test.")
+        .await
+        .expect("keys");
     assert_eq!(keys.fqdn, PEER);
     assert_eq!(keys.index.selectors, vec![sel("tls1"), sel("sig1")]);
     assert_eq!(keys.records.len(), 2);
@@ -218,8 +225,11 @@ async fn dane_tlsa_is_enforced_on_secure_answers() {
     let h = Harness::validating().await;
     let tls = tls_key();
     let other = tls_key();
-    h.publish(SECURE_PEER, &[("tls1", tls_record(&tls)), ("tls2", tls_record(&other))])
-        .await;
+    h.publish(
+        SECURE_PEER,
+        &[("tls1", tls_record(&tls)), ("tls2", tls_record(&other))],
+    )
+    .await;
     h.server
         .set_tlsa(&tlsa_name(8443, SECURE_PEER), &[Tlsa::dane_ee(tls.hash)])
         .await
@@ -243,7 +253,11 @@ async fn tlsa_is_ignored_without_validation() {
         .expect("tlsa");
     let verdict = h.check(SECURE_PEER, &tls).await.expect("accepted");
     assert!(!verdict.dane);
-    assert_eq!(h.server.query_count_of(&tlsa_name(8443, SECURE_PEER), "TLSA"), 0);
+    assert_eq!(
+        h.server
+            .query_count_of(&tlsa_name(8443, SECURE_PEER), "TLSA"),
+        0
+    );
 }
 
 // ----------------------------------------------------------------- refusals
@@ -269,7 +283,10 @@ async fn each_refusal_reason_is_distinct() {
 
     // The name exists, but has no TXT (NODATA).
     h.server
-        .set_tlsa(&index_name("nodata.example.test"), &[Tlsa::dane_ee([1; 32])])
+        .set_tlsa(
+            &index_name("nodata.example.test"),
+            &[Tlsa::dane_ee([1; 32])],
+        )
         .await
         .unwrap();
     let nodata = h.refusal("nodata.example.test", &tls).await;
@@ -292,13 +309,25 @@ async fn each_refusal_reason_is_distinct() {
         )
         .await
         .unwrap();
-    assert_eq!(h.refusal("twice.example.test", &tls).await.as_str(), "invalid_record");
+    assert_eq!(
+        h.refusal("twice.example.test", &tls).await.as_str(),
+        "invalid_record"
+    );
 
     // Another key.
-    h.publish(PEER, &[("tls1", tls_record(&tls_key())), ("sig1", sig_record(&sig))])
-        .await;
+    h.publish(
+        PEER,
+        &[("tls1", tls_record(&tls_key())), ("sig1", sig_record(&sig))],
+    )
+    .await;
     let mismatch = h.refusal(PEER, &tls).await;
-    assert_eq!(mismatch, KeyRefusal::KeyMismatch { fqdn: PEER.into(), live: 1 });
+    assert_eq!(
+        mismatch,
+        KeyRefusal::KeyMismatch {
+            fqdn: PEER.into(),
+            live: 1
+        }
+    );
 
     // Signing keys.
     assert!(h.resolver.signing_key(PEER, "sig1").await.is_ok());
@@ -314,7 +343,12 @@ async fn each_refusal_reason_is_distinct() {
     assert_eq!(name.as_str(), "invalid_name", "{name}");
 
     // Every refusal was counted under its own label.
-    for label in ["no_record", "invalid_record", "key_mismatch", "not_signing_key"] {
+    for label in [
+        "no_record",
+        "invalid_record",
+        "key_mismatch",
+        "not_signing_key",
+    ] {
         let line = format!(r#"mdgate_peer_key_refusals_total{{reason="{label}"}}"#);
         assert!(h.metric(&line) >= 1, "{label}: {}", h.metrics.encode());
     }
@@ -326,8 +360,15 @@ async fn a_revoked_selector_refuses_its_key() {
     let old = tls_key();
     let new = tls_key();
     let sig = sig_spki();
-    h.publish(PEER, &[("tls1", tls_record(&old)), ("tls2", tls_record(&new)), ("sig1", sig_record(&sig))])
-        .await;
+    h.publish(
+        PEER,
+        &[
+            ("tls1", tls_record(&old)),
+            ("tls2", tls_record(&new)),
+            ("sig1", sig_record(&sig)),
+        ],
+    )
+    .await;
     h.check(PEER, &old).await.expect("live before revocation");
 
     h.set_key(PEER, "tls1", &revoked(KeyUse::Tls)).await;
@@ -338,9 +379,14 @@ async fn a_revoked_selector_refuses_its_key() {
     let refusal = h.refusal(PEER, &old).await;
     assert_eq!(
         refusal,
-        KeyRefusal::Revoked { fqdn: PEER.into(), selector: "tls1".into() }
+        KeyRefusal::Revoked {
+            fqdn: PEER.into(),
+            selector: "tls1".into()
+        }
     );
-    h.check(PEER, &new).await.expect("the other selector stays live");
+    h.check(PEER, &new)
+        .await
+        .expect("the other selector stays live");
     let sig_refusal = h.resolver.signing_key(PEER, "sig1").await.unwrap_err();
     assert_eq!(sig_refusal.as_str(), "revoked");
 
@@ -380,7 +426,10 @@ async fn servfail_nxdomain_and_timeout_are_told_apart() {
         matches!(down.as_str(), "dns_error" | "dns_timeout"),
         "{down}"
     );
-    assert_eq!(h.metric(r#"mdgate_dns_failures_total{reason="dns_servfail"}"#), 1);
+    assert_eq!(
+        h.metric(r#"mdgate_dns_failures_total{reason="dns_servfail"}"#),
+        1
+    );
     assert!(h.metric(r#"mdgate_dns_failures_total{reason="dns_timeout"}"#) >= 1);
 }
 
@@ -402,7 +451,10 @@ async fn bogus_answers_fail_and_are_never_absent() {
     h.publish(SECURE_PEER, &[("tls1", tls_record(&tls))]).await;
     h.check(SECURE_PEER, &tls).await.expect("secure and good");
     h.server
-        .tamper_txt(&key_name(&sel("tls1"), SECURE_PEER), &["v=mdgate1; u=tls; a=p256; h="])
+        .tamper_txt(
+            &key_name(&sel("tls1"), SECURE_PEER),
+            &["v=mdgate1; u=tls; a=p256; h="],
+        )
         .await
         .unwrap();
     h.advance(Duration::from_secs(301));
@@ -443,8 +495,11 @@ async fn concurrent_callers_share_one_query_per_name() {
     let h = Arc::new(Harness::new(|_| {}).await);
     let tls = tls_key();
     let sig = sig_spki();
-    h.publish(PEER, &[("tls1", tls_record(&tls)), ("sig1", sig_record(&sig))])
-        .await;
+    h.publish(
+        PEER,
+        &[("tls1", tls_record(&tls)), ("sig1", sig_record(&sig))],
+    )
+    .await;
     let hash = tls.hash;
     let calls = (0..100).map(|_| {
         let h = h.clone();
@@ -453,7 +508,11 @@ async fn concurrent_callers_share_one_query_per_name() {
     for result in futures_util::future::join_all(calls).await {
         result.expect("task").expect("accepted");
     }
-    for name in [index_name(PEER), key_name(&sel("tls1"), PEER), key_name(&sel("sig1"), PEER)] {
+    for name in [
+        index_name(PEER),
+        key_name(&sel("tls1"), PEER),
+        key_name(&sel("sig1"), PEER),
+    ] {
         assert_eq!(h.txt_queries(&name), 1, "{name}");
     }
 
@@ -469,7 +528,10 @@ async fn concurrent_callers_share_one_query_per_name() {
     }
     // One lookup; hickory itself asks again once after SERVFAIL
     // (one retry), so the server sees at most two queries.
-    assert_eq!(h.metric(r#"mdgate_dns_lookups_total{result="servfail"}"#), 1);
+    assert_eq!(
+        h.metric(r#"mdgate_dns_lookups_total{result="servfail"}"#),
+        1
+    );
     let queries = h.txt_queries(&index_name("new.example.test"));
     assert!((1..=2).contains(&queries), "{queries} queries");
 }
@@ -488,7 +550,11 @@ async fn ttls_are_clamped() {
     assert_eq!(keys.expires_at - keys.fetched_at, Duration::from_secs(60));
     h.advance(Duration::from_secs(59));
     h.check(PEER, &tls).await.unwrap();
-    assert_eq!(h.txt_queries(&index_name(PEER)), 1, "5 s TTL held for min_ttl");
+    assert_eq!(
+        h.txt_queries(&index_name(PEER)),
+        1,
+        "5 s TTL held for min_ttl"
+    );
     h.advance(Duration::from_secs(2));
     h.check(PEER, &tls).await.unwrap();
     assert_eq!(h.txt_queries(&index_name(PEER)), 2);
@@ -587,8 +653,14 @@ async fn rotation_accepts_both_keys_during_overlap() {
     h.check(PEER, &old).await.expect("old key");
 
     // Step 2: publish the next key beside the current one.
-    h.publish(PEER, &[("tls2026a", tls_record(&old)), ("tls2026b", tls_record(&new))])
-        .await;
+    h.publish(
+        PEER,
+        &[
+            ("tls2026a", tls_record(&old)),
+            ("tls2026b", tls_record(&new)),
+        ],
+    )
+    .await;
     // The cached index does not list it yet; the unknown key refetches.
     let verdict = h.check(PEER, &new).await.expect("new key after refetch");
     assert_eq!(verdict.selector, sel("tls2026b"));
@@ -597,8 +669,13 @@ async fn rotation_accepts_both_keys_during_overlap() {
     // Step 4: the old selector leaves the index; once the cached answer
     // expires, the old key is refused.
     h.set_index(PEER, &["tls2026b"]).await;
-    h.server.remove(&key_name(&sel("tls2026a"), PEER)).await.unwrap();
-    h.check(PEER, &old).await.expect("cached until the TTL passes");
+    h.server
+        .remove(&key_name(&sel("tls2026a"), PEER))
+        .await
+        .unwrap();
+    h.check(PEER, &old)
+        .await
+        .expect("cached until the TTL passes");
     h.advance(Duration::from_secs(301));
     assert_eq!(h.refusal(PEER, &old).await.as_str(), "key_mismatch");
     h.check(PEER, &new).await.expect("new key");
@@ -679,14 +756,37 @@ async fn lookup_report_lists_every_step_uncached() {
         assert_eq!(
             summary,
             vec![
-                (index_name(SECURE_PEER), "TXT", StepOutcome::Ok, Some(Security::Secure)),
-                (key_name(&sel("tls1"), SECURE_PEER), "TXT", StepOutcome::Ok, Some(Security::Secure)),
-                (key_name(&sel("gone"), SECURE_PEER), "TXT", StepOutcome::NxDomain, Some(Security::Secure)),
-                (tlsa_name(8443, SECURE_PEER), "TLSA", StepOutcome::Ok, Some(Security::Secure)),
+                (
+                    index_name(SECURE_PEER),
+                    "TXT",
+                    StepOutcome::Ok,
+                    Some(Security::Secure)
+                ),
+                (
+                    key_name(&sel("tls1"), SECURE_PEER),
+                    "TXT",
+                    StepOutcome::Ok,
+                    Some(Security::Secure)
+                ),
+                (
+                    key_name(&sel("gone"), SECURE_PEER),
+                    "TXT",
+                    StepOutcome::NxDomain,
+                    Some(Security::Secure)
+                ),
+                (
+                    tlsa_name(8443, SECURE_PEER),
+                    "TLSA",
+                    StepOutcome::Ok,
+                    Some(Security::Secure)
+                ),
             ]
         );
         let keys = report.result.expect("keys");
-        assert!(matches!(keys.records[1].record, Err(KeyProblem::Missing(_))));
+        assert!(matches!(
+            keys.records[1].record,
+            Err(KeyProblem::Missing(_))
+        ));
         assert_eq!(keys.tlsa, vec![Tlsa::dane_ee(tls.hash)]);
     }
     // Uncached: every report asked again.

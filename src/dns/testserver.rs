@@ -44,9 +44,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hickory_proto::dnssec::crypto::Ed25519SigningKey;
 use hickory_proto::dnssec::rdata::{DNSSECRData, DNSKEY, NSEC, RRSIG};
 use hickory_proto::dnssec::{DnssecSigner, SigningKey as _};
-use hickory_proto::op::{
-    Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
-};
+use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::tlsa::{CertUsage, Matching, Selector as TlsaSelector};
 use hickory_proto::rr::rdata::{NS, SOA, TLSA, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordSet, RecordType};
@@ -376,10 +374,30 @@ impl Zone {
                 .map_err(|_| TestServerError::Name(origin.to_string()))
         };
         let ns = child("ns")?;
-        let soa = SOA::new(ns.clone(), child("hostmaster")?, 1, 3600, 600, 86400, NEGATIVE_TTL);
+        let soa = SOA::new(
+            ns.clone(),
+            child("hostmaster")?,
+            1,
+            3600,
+            600,
+            86400,
+            NEGATIVE_TTL,
+        );
         let mut data = ZoneData::default();
-        set_rrset(&mut data, &origin, RecordType::SOA, 3600, vec![RData::SOA(soa)]);
-        set_rrset(&mut data, &origin, RecordType::NS, 3600, vec![RData::NS(NS(ns))]);
+        set_rrset(
+            &mut data,
+            &origin,
+            RecordType::SOA,
+            3600,
+            vec![RData::SOA(soa)],
+        );
+        set_rrset(
+            &mut data,
+            &origin,
+            RecordType::NS,
+            3600,
+            vec![RData::NS(NS(ns))],
+        );
         let key = if signed {
             let pkcs8 = Ed25519SigningKey::generate_pkcs8().map_err(dnssec_error)?;
             let signing = Ed25519SigningKey::from_pkcs8(&pkcs8).map_err(dnssec_error)?;
@@ -463,8 +481,8 @@ impl Zone {
             .chain(data.nsec.values_mut());
         for set in sets {
             set.clear_rrsigs();
-            let rrsig = RRSIG::from_rrset(set, DNSClass::IN, inception, signer)
-                .map_err(dnssec_error)?;
+            let rrsig =
+                RRSIG::from_rrset(set, DNSClass::IN, inception, signer).map_err(dnssec_error)?;
             let record = Record::from_rdata(
                 set.name().clone(),
                 set.ttl(),
@@ -490,9 +508,9 @@ impl Zone {
             .rrsets
             .get(&self.origin)
             .and_then(|types| types.get(&RecordType::SOA))
-            .map(|set| records(set))
+            .map(&records)
             .unwrap_or_default();
-        let nsec_of = |owner: &Name| data.nsec.get(owner).map(|set| records(set));
+        let nsec_of = |owner: &Name| data.nsec.get(owner).map(&records);
         // The NSEC whose span (owner, next) contains `name`: the last
         // owner before it in canonical order.
         let covering = |name: &Name| {
@@ -710,7 +728,9 @@ async fn bind(shared: &Arc<Shared>, addr: SocketAddr) -> Result<Server<Handler>,
     let udp = UdpSocket::bind(addr).await.map_err(TestServerError::Bind)?;
     // tokio sets SO_REUSEADDR on listeners, so a port left in TIME_WAIT by
     // the previous run can be bound again at once.
-    let tcp = TcpListener::bind(addr).await.map_err(TestServerError::Bind)?;
+    let tcp = TcpListener::bind(addr)
+        .await
+        .map_err(TestServerError::Bind)?;
     Ok(serve(shared, udp, tcp))
 }
 
