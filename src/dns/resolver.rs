@@ -30,14 +30,18 @@
 //! * **Negative caching**: `no_record` and `invalid_record` answers are
 //!   cached for `negative_ttl` and replace any earlier good answer (the
 //!   zone said so).
-//! * **Failures** (not answers) are remembered for [`FAILURE_HOLD`], so an
-//!   outage costs one timeout per name per hold, not one per request
-//!   (RFC 9520 §3.2 asks for at least one second).
+//! * **Failures** (not answers) are remembered for [`FAILURE_HOLD`]:
+//!   callers in that time get the same failure without a query (RFC 9520
+//!   §3.2 asks for at least one second), so an outage costs one timeout
+//!   per name per hold, not one per request.
 //! * **Stale-if-error**: while refreshes fail, the last good answer is
 //!   served until `expires_at + stale_if_error`, then the peer is refused
-//!   (`stale_expired`). A bogus answer is never covered up this way: it
-//!   fails at once. When DNS answers again, the next fetch replaces the
-//!   failure; nothing needs a restart.
+//!   (`stale_expired`). Once a failure is known, stale answers are served
+//!   at once and DNS is retried in the background (at most once per
+//!   hold), so requests do not wait on a resolver that is down. A bogus
+//!   answer is never covered up this way: it fails at once. When DNS
+//!   answers again, the next fetch replaces the failure; nothing needs a
+//!   restart.
 //! * **Background refresh**: a hit in the last quarter of an answer's
 //!   lifetime starts a refresh task, so warm peers never wait for DNS.
 //! * **Unknown keys**: a presented key that matches nothing cached may
@@ -207,14 +211,18 @@ struct SlotState {
     /// Bumped by every completed fetch.
     generation: u64,
     refreshing: bool,
-    /// A forced refetch is in flight.
-    forcing: bool,
-    last_forced: Option<Instant>,
+    /// When the last forced refetch started, and the generation it was
+    /// forced from (callers join it while no fetch has completed since).
+    last_forced: Option<(Instant, u64)>,
 }
 
 /// A cached answer or the fetch to make.
 enum Cached {
+    /// An answer (`true`: stale) with nothing to do.
     Hit(Arc<PeerKeys>, bool),
+    /// A stale answer to serve while a background refresh tries again.
+    Stale(Arc<PeerKeys>),
+    /// Fetch now, from this generation.
     Fetch(u64),
 }
 
@@ -362,24 +370,26 @@ impl Inner {
         }
     }
 
-    /// Whether this caller may force a refetch (or join one in flight);
+    /// Whether this caller may force a refetch, or join one in flight;
     /// `Some(generation)` to pass to [`Self::resolve`].
+    ///
+    /// Joining is keyed on the generation, not on a flag, so a forcing
+    /// caller that is cancelled cannot leave the slot "forcing" for ever:
+    /// the first joiner then fetches instead, once.
     async fn forced_refetch(&self, fqdn: &str) -> Option<u64> {
         let slot = self.slot(fqdn).await;
         let now = self.clock.now();
         let mut st = lock(&slot.state);
-        if st.forcing {
-            return Some(st.generation);
-        }
-        let allowed = st
-            .last_forced
-            .is_none_or(|at| now.saturating_duration_since(at) >= FORCED_REFETCH_INTERVAL);
-        if allowed {
-            st.last_forced = Some(now);
-            st.forcing = true;
-            Some(st.generation)
-        } else {
-            None
+        match st.last_forced {
+            Some((at, generation))
+                if now.saturating_duration_since(at) < FORCED_REFETCH_INTERVAL =>
+            {
+                (st.generation == generation).then_some(generation)
+            }
+            _ => {
+                st.last_forced = Some((now, st.generation));
+                Some(st.generation)
+            }
         }
     }
 
@@ -401,8 +411,15 @@ impl Inner {
             Some(generation) => generation,
             None => match self.cached(&slot, self.clock.now()) {
                 Ok(Cached::Hit(keys, stale)) => {
-                    self.maybe_refresh(fqdn, &slot, &keys);
+                    let now = self.clock.now();
+                    if now >= keys.refresh_at && now < keys.expires_at {
+                        self.refresh_in_background(fqdn, &slot);
+                    }
                     return Ok((keys, stale));
+                }
+                Ok(Cached::Stale(keys)) => {
+                    self.refresh_in_background(fqdn, &slot);
+                    return Ok((keys, true));
                 }
                 Ok(Cached::Fetch(generation)) => generation,
                 Err(e) => return Err(e),
@@ -439,7 +456,16 @@ impl Inner {
             }
         }
         if let Some((_, at)) = &st.failure {
-            if now.saturating_duration_since(*at) < FAILURE_HOLD {
+            let held = now.saturating_duration_since(*at) < FAILURE_HOLD;
+            if !held {
+                // DNS is known to be failing: while the stale window
+                // lasts, answer at once and retry in the background.
+                if let Ok((keys, true)) = self.after_failure(&st, now) {
+                    self.metrics.dns_cache("stale");
+                    return Ok(Cached::Stale(keys));
+                }
+            }
+            if held {
                 let held = self.after_failure(&st, now);
                 // A recent failure counts as negative unless the last good
                 // answer covers it.
@@ -515,7 +541,6 @@ impl Inner {
         let mut st = lock(&slot.state);
         st.generation += 1;
         st.refreshing = false;
-        st.forcing = false;
         match result {
             Ok(mut keys) => {
                 if let Some(old) = &st.good {
@@ -539,13 +564,10 @@ impl Inner {
         }
     }
 
-    /// Starts a background refresh when a hit is in the last quarter of
-    /// the answer's life.
-    fn maybe_refresh(self: &Arc<Self>, fqdn: &str, slot: &Arc<Slot>, keys: &PeerKeys) {
+    /// Starts a background refresh of `fqdn` unless one is running or a
+    /// failure is fresh (at most one attempt per [`FAILURE_HOLD`]).
+    fn refresh_in_background(self: &Arc<Self>, fqdn: &str, slot: &Arc<Slot>) {
         let now = self.clock.now();
-        if now < keys.refresh_at || now >= keys.expires_at {
-            return;
-        }
         let generation = {
             let mut st = lock(&slot.state);
             let held = st

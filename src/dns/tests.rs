@@ -821,3 +821,52 @@ fn trust_anchor_files_are_checked() {
     assert!(load_trust_anchors(&path).is_err());
     assert!(error(&dir.path().join("missing")).contains("cannot read"));
 }
+
+#[tokio::test]
+async fn stale_answers_do_not_wait_for_a_failing_resolver() {
+    let h = Harness::new(|c| c.timeout = Duration::from_millis(400)).await;
+    let tls = tls_key();
+    h.publish(PEER, &[("tls1", tls_record(&tls))]).await;
+    h.check(PEER, &tls).await.expect("warm");
+    h.server.set_mode(Mode::Drop);
+    h.advance(Duration::from_secs(301));
+    // The first caller after expiry finds out that DNS is down.
+    let started = std::time::Instant::now();
+    assert!(h.check(PEER, &tls).await.expect("stale").stale);
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    let index = index_name(PEER);
+    let asked = h.txt_queries(&index);
+
+    // After the hold, callers get the stale answer at once while DNS is
+    // retried in the background.
+    h.advance(resolver::FAILURE_HOLD);
+    let started = std::time::Instant::now();
+    assert!(h.check(PEER, &tls).await.expect("stale").stale);
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "waited {:?}",
+        started.elapsed()
+    );
+    for _ in 0..200 {
+        if h.txt_queries(&index) > asked {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(h.txt_queries(&index) > asked, "background retry");
+
+    // DNS back: a background retry picks it up and the answer is fresh.
+    h.server.set_mode(Mode::Answer);
+    tokio::time::sleep(Duration::from_millis(1000)).await; // the retry in flight times out
+    h.advance(resolver::FAILURE_HOLD);
+    h.check(PEER, &tls).await.expect("stale, retrying");
+    let mut fresh = false;
+    for _ in 0..200 {
+        if !h.check(PEER, &tls).await.expect("served").stale {
+            fresh = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(fresh, "the background refresh stored a fresh answer");
+}
