@@ -79,7 +79,11 @@ fn revoked(usage: KeyUse) -> KeyRecord {
 
 impl Harness {
     async fn new(tweak: impl FnOnce(&mut config::Dns)) -> Harness {
+        // `test.` is signed and is the only trust anchor; it delegates to
+        // the signed `secure.test.` (with a DS) and to the unsigned
+        // `example.test.` (whose missing DS its NSEC proves).
         let server = TestDnsServer::builder()
+            .signed_zone("test")
             .zone("example.test")
             .signed_zone("secure.test")
             .start()
@@ -87,9 +91,7 @@ impl Harness {
             .expect("test DNS server");
         let dir = tempfile::tempdir().expect("tempdir");
         let anchor = dir.path().join("anchor.txt");
-        server
-            .write_trust_anchor("secure.test", &anchor)
-            .expect("anchor");
+        server.write_trust_anchor("test", &anchor).expect("anchor");
         let mut config = config::Dns {
             nameservers: vec![server.addr()],
             timeout: Duration::from_millis(300),
@@ -471,21 +473,25 @@ async fn bogus_answers_fail_and_are_never_absent() {
 }
 
 #[tokio::test]
-async fn unsigned_zone_answers_with_validation_on_are_not_secure() {
-    // The test server cannot prove an unsigned zone insecure (no signed
-    // parent delegating to it), so hickory cannot either: the answer is
-    // bogus or indeterminate, and never secure. In production the chain
-    // from the root decides; see the module notes.
+async fn unsigned_zones_are_insecure_and_tlsa_is_not_used() {
     let h = Harness::validating().await;
     let tls = tls_key();
     h.publish(PEER, &[("tls1", tls_record(&tls))]).await;
-    match h.check(PEER, &tls).await {
-        Ok(verdict) => assert_ne!(verdict.security, Security::Secure),
-        Err(refusal) => assert!(
-            matches!(refusal.as_str(), "dnssec_bogus" | "dns_error"),
-            "{refusal}"
-        ),
-    }
+    // A TLSA that would refuse the key, were it trusted.
+    h.server
+        .set_tlsa(&tlsa_name(8443, PEER), &[Tlsa::dane_ee([7; 32])])
+        .await
+        .unwrap();
+    let verdict = h.check(PEER, &tls).await.expect("accepted");
+    assert_eq!(verdict.security, Security::Insecure);
+    assert!(!verdict.dane);
+    assert_eq!(h.server.query_count_of(&tlsa_name(8443, PEER), "TLSA"), 0);
+    // A negative answer from the unsigned zone is insecure too, and still
+    // a plain `no_record`.
+    let report = h.resolver.lookup_report("nobody.example.test").await;
+    assert_eq!(report.steps[0].outcome, StepOutcome::NxDomain);
+    assert_eq!(report.steps[0].security, Some(Security::Insecure));
+    assert_eq!(report.result.unwrap_err().reason(), "no_record");
 }
 
 // ----------------------------------------------------------------- caching
@@ -869,4 +875,29 @@ async fn stale_answers_do_not_wait_for_a_failing_resolver() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(fresh, "the background refresh stored a fresh answer");
+}
+
+#[tokio::test]
+async fn a_resolver_anchored_on_another_key_does_not_trust_the_zone() {
+    // Anchor the resolver on a second signed zone's key only: the chain
+    // for secure.test then leads to no anchor.
+    let h = Harness::new(|c| c.dnssec = DnssecMode::Validate).await;
+    let other = TestDnsServer::builder()
+        .signed_zone("secure.test")
+        .start()
+        .await
+        .expect("second server");
+    let anchor = h._dir.path().join("other-anchor.txt");
+    other.write_trust_anchor("secure.test", &anchor).unwrap();
+    let config = config::Dns {
+        trust_anchor_file: Some(anchor),
+        ..h.config.clone()
+    };
+    let resolver = KeyResolver::new(&config, Arc::new(Metrics::new())).expect("resolver");
+    let tls = tls_key();
+    h.publish(SECURE_PEER, &[("tls1", tls_record(&tls))]).await;
+    match resolver.check_tls_key(SECURE_PEER, &tls.hash).await {
+        Ok(verdict) => panic!("accepted with a foreign anchor: {verdict:?}"),
+        Err(refusal) => assert_eq!(refusal.as_str(), "dnssec_bogus", "{refusal}"),
+    }
 }

@@ -42,8 +42,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::dnssec::crypto::Ed25519SigningKey;
-use hickory_proto::dnssec::rdata::{DNSSECRData, DNSKEY, NSEC, RRSIG};
-use hickory_proto::dnssec::{DnssecSigner, SigningKey as _};
+use hickory_proto::dnssec::rdata::{DNSSECRData, DNSKEY, DS, NSEC, RRSIG};
+use hickory_proto::dnssec::{DigestType, DnssecSigner, SigningKey as _, Verifier as _};
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::tlsa::{CertUsage, Matching, Selector as TlsaSelector};
 use hickory_proto::rr::rdata::{NS, SOA, TLSA, TXT};
@@ -119,6 +119,7 @@ impl TestDnsServerBuilder {
             .iter()
             .map(|(origin, signed)| Zone::new(origin, *signed))
             .collect::<Result<Vec<_>, _>>()?;
+        delegate(&zones)?;
         let shared = Arc::new(Shared {
             zones,
             mode: AtomicU8::new(Mode::Answer as u8),
@@ -363,6 +364,69 @@ impl Shared {
             .filter(|z| z.origin.zone_of(name))
             .max_by_key(|z| z.origin.num_labels())
     }
+
+    /// The zone that answers a query: as [`Self::zone_of`], except that a
+    /// DS query at a zone cut goes to the parent side (RFC 4035 §3.1.4.1).
+    fn zone_for(&self, name: &Name, qtype: RecordType) -> Option<&Zone> {
+        if qtype == RecordType::DS {
+            let parent = self
+                .zones
+                .iter()
+                .filter(|z| z.origin.zone_of(name) && z.origin != *name)
+                .max_by_key(|z| z.origin.num_labels());
+            if self.zones.iter().any(|z| z.origin == *name) {
+                return parent;
+            }
+        }
+        self.zone_of(name)
+    }
+}
+
+/// Where one zone of the server is the parent of another, puts the
+/// delegation in the parent: NS at the cut and, for a signed child, its DS
+/// (so the child can be validated from the parent's anchor), and re-signs.
+/// An unsigned child under a signed parent gets no DS, which the parent's
+/// NSEC proves: a validator can then tell the child *insecure*.
+fn delegate(zones: &[Zone]) -> Result<(), TestServerError> {
+    for child in zones {
+        let parent = zones
+            .iter()
+            .filter(|z| z.origin.zone_of(&child.origin) && z.origin != child.origin)
+            .max_by_key(|z| z.origin.num_labels());
+        let Some(parent) = parent else { continue };
+        let ns = Name::from_ascii("ns")
+            .and_then(|n| n.append_domain(&child.origin))
+            .map_err(|_| TestServerError::Name(child.origin.to_string()))?;
+        let mut data = parent.lock();
+        set_rrset(
+            &mut data,
+            &child.origin,
+            RecordType::NS,
+            3600,
+            vec![RData::NS(NS(ns))],
+        );
+        if let Some((dnskey, _)) = &child.key {
+            let digest = dnskey
+                .to_digest(&child.origin, DigestType::SHA256)
+                .map_err(dnssec_error)?;
+            let tag = dnskey.calculate_key_tag().map_err(dnssec_error)?;
+            let ds = DS::new(
+                tag,
+                dnskey.algorithm(),
+                DigestType::SHA256,
+                digest.as_ref().to_vec(),
+            );
+            set_rrset(
+                &mut data,
+                &child.origin,
+                RecordType::DS,
+                3600,
+                vec![RData::DNSSEC(DNSSECRData::DS(ds))],
+            );
+        }
+        parent.sign(&mut data)?;
+    }
+    Ok(())
 }
 
 impl Zone {
@@ -479,8 +543,14 @@ impl Zone {
             .values_mut()
             .flat_map(|types| types.values_mut())
             .chain(data.nsec.values_mut());
+        let origin = self.origin.clone();
         for set in sets {
             set.clear_rrsigs();
+            // NS at a zone cut belongs to the child; the parent does not
+            // sign it (RFC 4035 §2.2).
+            if set.record_type() == RecordType::NS && *set.name() != origin {
+                continue;
+            }
             let rrsig =
                 RRSIG::from_rrset(set, DNSClass::IN, inception, signer).map_err(dnssec_error)?;
             let record = Record::from_rdata(
@@ -629,7 +699,7 @@ impl RequestHandler for Handler {
             .is_some_and(|edns| edns.flags().dnssec_ok);
         let answer = match (&query, request.metadata.op_code) {
             _ if mode == Mode::ServFail as u8 => Answer::error(ResponseCode::ServFail),
-            (Some((name, qtype)), OpCode::Query) => match self.0.zone_of(name) {
+            (Some((name, qtype)), OpCode::Query) => match self.0.zone_for(name, *qtype) {
                 Some(zone) => zone.answer(name, *qtype, dnssec),
                 None => Answer::error(ResponseCode::Refused),
             },
