@@ -307,4 +307,22 @@ mod tests {
         assert!(text.contains(r#"mdgate_connections_open{listener="public"} 1"#));
         assert!(text.contains("mdgate_request_duration_seconds_bucket"));
     }
+
+    #[test]
+    fn dns_families_are_exported() {
+        let m = Metrics::new();
+        m.dns_lookup("answer");
+        m.dns_cache("hit");
+        m.dns_failure("dns_timeout");
+        m.peer_key_refusal("key_mismatch");
+        let text = m.encode();
+        for line in [
+            r#"mdgate_dns_lookups_total{result="answer"} 1"#,
+            r#"mdgate_dns_cache_total{outcome="hit"} 1"#,
+            r#"mdgate_dns_failures_total{reason="dns_timeout"} 1"#,
+            r#"mdgate_peer_key_refusals_total{reason="key_mismatch"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
 }
