@@ -432,7 +432,7 @@ impl Inner {
             let (result, _) = self.fetch(fqdn).await;
             self.store(&slot, result);
         }
-        let settled = self.settled(&slot, self.clock.now());
+        let settled = self.settled(fqdn, &slot, self.clock.now());
         self.metrics.dns_cache(match &settled {
             Ok((_, true)) => "stale",
             _ => "miss",
@@ -481,7 +481,12 @@ impl Inner {
     }
 
     /// The outcome once a fetch has completed (ours or another caller's).
-    fn settled(&self, slot: &Slot, now: Instant) -> Result<(Arc<PeerKeys>, bool), DnsError> {
+    fn settled(
+        &self,
+        fqdn: &str,
+        slot: &Slot,
+        now: Instant,
+    ) -> Result<(Arc<PeerKeys>, bool), DnsError> {
         let st = lock(&slot.state);
         if let Some(good) = &st.good {
             if now < good.expires_at {
@@ -498,8 +503,10 @@ impl Inner {
         // clock moved by a test) is left.
         match &st.good {
             Some(good) => Ok((good.clone(), now >= good.expires_at)),
+            // Unreachable: every fetch stores an answer or a failure
+            // before it releases the fetch lock.
             None => Err(DnsError::Other {
-                name: String::new(),
+                name: record::index_name(fqdn),
                 detail: "no answer stored".to_owned(),
             }),
         }

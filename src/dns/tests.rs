@@ -648,6 +648,27 @@ async fn unknown_keys_refetch_at_most_once_per_interval() {
     assert_eq!(h.txt_queries(&index), 3, "one more after 30 s");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_unknown_keys_share_one_forced_refetch() {
+    let h = Arc::new(Harness::new(|_| {}).await);
+    let tls = tls_key();
+    h.publish(PEER, &[("tls1", tls_record(&tls))]).await;
+    h.check(PEER, &tls).await.unwrap();
+    let calls = (0..20).map(|_| {
+        let h = h.clone();
+        let stranger = tls_key().hash;
+        tokio::spawn(async move { h.resolver.check_tls_key(PEER, &stranger).await })
+    });
+    for result in futures_util::future::join_all(calls).await {
+        assert_eq!(result.expect("task").unwrap_err().as_str(), "key_mismatch");
+    }
+    assert_eq!(
+        h.txt_queries(&index_name(PEER)),
+        2,
+        "one forced refetch in all"
+    );
+}
+
 // ---------------------------------------------------------------- rotation
 
 #[tokio::test]
