@@ -15,8 +15,13 @@
 //! answers fail validation by hickory's own resolver (NSEC: the wildcard
 //! proof is taken at the parent of the query name rather than the closest
 //! encloser; NSEC3: a denial record is attached to positive answers, and
-//! re-signing trips a debug assertion). The responder is ~150 lines and
-//! does what RFC 4035 says.
+//! re-signing trips a debug assertion). The responder is a couple of
+//! hundred lines and does what RFC 4035 says.
+//!
+//! Zones of one server may nest: the parent then holds the delegation (NS
+//! and, for a signed child, a DS) and answers DS queries at the cut, so a
+//! resolver anchored on the parent alone can prove a signed child secure
+//! and an unsigned one insecure, as it would from the root.
 //!
 //! The handler also
 //!
