@@ -62,6 +62,7 @@ pub struct Config {
     pub store: Store,
     pub log: Log,
     pub runtime: Runtime,
+    pub dns: Dns,
     /// This server's keys; absent when the file has no `[keys]`.
     pub keys: Option<Keys>,
     /// `[policy]`: which federation routes each grant role reaches (the
@@ -249,6 +250,57 @@ pub struct SigningKeyFile {
 pub struct NextTlsKey {
     pub selector: String,
     pub cert_file: PathBuf,
+}
+
+/// `[dns]`: how peers' key records are looked up and cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dns {
+    /// Resolvers to ask; empty means the system's (`/etc/resolv.conf`).
+    pub nameservers: Vec<SocketAddr>,
+    /// Time allowed for one query attempt (a query is tried twice).
+    pub timeout: Duration,
+    pub dnssec: DnssecMode,
+    /// DNSKEY records in zone-file format, added to the built-in root
+    /// anchors (only with [`DnssecMode::Validate`]).
+    pub trust_anchor_file: Option<PathBuf>,
+    /// Answers are cached at least this long, whatever their TTL.
+    pub min_ttl: Duration,
+    /// And at most this long.
+    pub max_ttl: Duration,
+    /// How long "no such record" answers are cached.
+    pub negative_ttl: Duration,
+    /// How long after its expiry the last good answer may still be used
+    /// while refreshes fail (zero: never).
+    pub stale_if_error: Duration,
+    /// Most peers whose keys are cached.
+    pub cache_entries: u64,
+}
+
+/// `dns.dnssec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnssecMode {
+    /// Answers are used without DNSSEC validation; TLSA is never used.
+    Off,
+    /// Answers are validated; bogus ones are refused; secure TLSA records
+    /// are enforced.
+    Validate,
+}
+
+impl Dns {
+    /// The defaults documented in `config.example.toml`.
+    pub fn defaults() -> Self {
+        Dns {
+            nameservers: Vec::new(),
+            timeout: Duration::from_secs(2),
+            dnssec: DnssecMode::Off,
+            trust_anchor_file: None,
+            min_ttl: Duration::from_secs(60),
+            max_ttl: Duration::from_secs(3600),
+            negative_ttl: Duration::from_secs(60),
+            stale_if_error: Duration::from_secs(600),
+            cache_entries: 10_000,
+        }
+    }
 }
 
 impl Config {

@@ -5,6 +5,7 @@
 //!
 //! * [`config`]: the TOML file, validated once into runtime types.
 //! * [`tls`]: server and client TLS configs, peer identity, reloads.
+//! * [`dns`]: peer keys published in DNS: records, resolver, cache, DNSSEC.
 //! * [`proxy`]: pass-through forwarding, header hygiene, limits, errors.
 //! * [`upstream`]: the access.md client, sign-in, and the upstream accounts
 //!   mdgate reads and appends through.
@@ -20,6 +21,7 @@
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod dns;
 pub mod emulator;
 pub mod error;
 pub mod federation;

@@ -45,6 +45,21 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DnsResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheOutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DnsReasonLabels {
+    pub reason: &'static str,
+}
+
 /// Every metric mdgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -56,6 +71,10 @@ pub struct Metrics {
     handshake_failures: Family<ReasonLabels, Counter>,
     cert_reloads: Family<ResultLabels, Counter>,
     rejected: Family<ReasonLabels, Counter>,
+    dns_lookups: Family<DnsResultLabels, Counter>,
+    dns_cache: Family<CacheOutcomeLabels, Counter>,
+    dns_failures: Family<DnsReasonLabels, Counter>,
+    peer_key_refusals: Family<DnsReasonLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -82,6 +101,10 @@ impl Metrics {
         let handshake_failures = Family::<ReasonLabels, Counter>::default();
         let cert_reloads = Family::<ResultLabels, Counter>::default();
         let rejected = Family::<ReasonLabels, Counter>::default();
+        let dns_lookups = Family::<DnsResultLabels, Counter>::default();
+        let dns_cache = Family::<CacheOutcomeLabels, Counter>::default();
+        let dns_failures = Family::<DnsReasonLabels, Counter>::default();
+        let peer_key_refusals = Family::<DnsReasonLabels, Counter>::default();
         registry.register(
             "requests",
             "Requests answered, by listener, route class and status",
@@ -122,6 +145,27 @@ impl Metrics {
             "Requests refused before reaching the upstream, by listener and reason",
             rejected.clone(),
         );
+        registry.register(
+            "dns_lookups",
+            "DNS queries sent for peer keys, by result (answer, nxdomain, nodata, servfail, \
+             timeout, bogus, error)",
+            dns_lookups.clone(),
+        );
+        registry.register(
+            "dns_cache",
+            "Peer key cache lookups, by outcome (hit, miss, stale, negative)",
+            dns_cache.clone(),
+        );
+        registry.register(
+            "dns_failures",
+            "Failed fetches of a peer's key records, by reason",
+            dns_failures.clone(),
+        );
+        registry.register(
+            "peer_key_refusals",
+            "Peer keys refused, by reason",
+            peer_key_refusals.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -132,6 +176,10 @@ impl Metrics {
             handshake_failures,
             cert_reloads,
             rejected,
+            dns_lookups,
+            dns_cache,
+            dns_failures,
+            peer_key_refusals,
         }
     }
 
@@ -198,6 +246,34 @@ impl Metrics {
             .inc();
     }
 
+    /// One DNS query for peer keys and its result.
+    pub fn dns_lookup(&self, result: &'static str) {
+        self.dns_lookups
+            .get_or_create(&DnsResultLabels { result })
+            .inc();
+    }
+
+    /// One peer key cache lookup: `hit`, `miss`, `stale` or `negative`.
+    pub fn dns_cache(&self, outcome: &'static str) {
+        self.dns_cache
+            .get_or_create(&CacheOutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// One failed fetch of a peer's records.
+    pub fn dns_failure(&self, reason: &'static str) {
+        self.dns_failures
+            .get_or_create(&DnsReasonLabels { reason })
+            .inc();
+    }
+
+    /// One refused peer key.
+    pub fn peer_key_refusal(&self, reason: &'static str) {
+        self.peer_key_refusals
+            .get_or_create(&DnsReasonLabels { reason })
+            .inc();
+    }
+
     /// The text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(8 * 1024);
@@ -230,5 +306,23 @@ mod tests {
         assert!(text.contains(r#"mdgate_tls_handshake_failures_total{listener="federation",reason="no_client_cert"} 1"#));
         assert!(text.contains(r#"mdgate_connections_open{listener="public"} 1"#));
         assert!(text.contains("mdgate_request_duration_seconds_bucket"));
+    }
+
+    #[test]
+    fn dns_families_are_exported() {
+        let m = Metrics::new();
+        m.dns_lookup("answer");
+        m.dns_cache("hit");
+        m.dns_failure("dns_timeout");
+        m.peer_key_refusal("key_mismatch");
+        let text = m.encode();
+        for line in [
+            r#"mdgate_dns_lookups_total{result="answer"} 1"#,
+            r#"mdgate_dns_cache_total{outcome="hit"} 1"#,
+            r#"mdgate_dns_failures_total{reason="dns_timeout"} 1"#,
+            r#"mdgate_peer_key_refusals_total{reason="key_mismatch"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 }

@@ -34,6 +34,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub log: LogSection,
     #[serde(default)]
+    pub dns: DnsSection,
+    #[serde(default)]
     pub runtime: RuntimeSection,
     /// Absent: this server has no signing key yet.
     pub keys: Option<KeysSection>,
@@ -342,6 +344,56 @@ impl Default for PolicySection {
             contributor: names(Role::Contributor),
         }
     }
+}
+
+/// `[dns]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsSection {
+    /// `ip:port` (or `ip`, port 53) of resolvers. Default empty: the
+    /// system's resolvers from `/etc/resolv.conf`.
+    pub nameservers: Vec<String>,
+    /// Default 2s.
+    pub timeout: DurationValue,
+    /// Default `off`.
+    pub dnssec: DnssecName,
+    /// Extra trust anchors (DNSKEY records). Default none.
+    pub trust_anchor_file: Option<PathBuf>,
+    /// Default 60s.
+    pub min_ttl: DurationValue,
+    /// Default 1h.
+    pub max_ttl: DurationValue,
+    /// Default 60s.
+    pub negative_ttl: DurationValue,
+    /// Default 10m.
+    pub stale_if_error: DurationValue,
+    /// Default 10000.
+    pub cache_entries: u64,
+}
+
+impl Default for DnsSection {
+    fn default() -> Self {
+        let d = super::Dns::defaults();
+        DnsSection {
+            nameservers: Vec::new(),
+            timeout: DurationValue(d.timeout),
+            dnssec: DnssecName::Off,
+            trust_anchor_file: None,
+            min_ttl: DurationValue(d.min_ttl),
+            max_ttl: DurationValue(d.max_ttl),
+            negative_ttl: DurationValue(d.negative_ttl),
+            stale_if_error: DurationValue(d.stale_if_error),
+            cache_entries: d.cache_entries,
+        }
+    }
+}
+
+/// `dns.dnssec` as written.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnssecName {
+    Off,
+    Validate,
 }
 
 /// A duration written as a string with units: `"500ms"`, `"10s"`, `"2m"`,

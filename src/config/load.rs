@@ -15,16 +15,17 @@ use std::time::Duration;
 
 use super::error::{ConfigError, ErrorKind};
 use super::file::{
-    format_duration, ConfigFile, DurationValue, FederationSection, KeysSection, LimitsSection,
-    LogFormatName, PolicySection, PublicSection, StoreSection, TlsSection, TrustSection,
-    UpstreamAccountSection, UpstreamSection,
+    format_duration, ConfigFile, DnsSection, DnssecName, DurationValue, FederationSection,
+    KeysSection, LimitsSection, LogFormatName, PolicySection, PublicSection, StoreSection,
+    TlsSection, TrustSection, UpstreamAccountSection, UpstreamSection,
 };
 use super::position::{parent, Position, Positions};
 use super::secret;
 use super::value::{overlaps, parse_fqdn, parse_pin, parse_upstream_url};
 use super::{
-    AdminListener, Config, FederationListener, Keys, Limits, Log, LogFormat, NextTlsKey, PeerTrust,
-    PublicListener, Runtime, Server, SigningKeyFile, Store, TlsFiles, Upstream, UpstreamAccount,
+    AdminListener, Config, Dns, DnssecMode, FederationListener, Keys, Limits, Log, LogFormat,
+    NextTlsKey, PeerTrust, PublicListener, Runtime, Server, SigningKeyFile, Store, TlsFiles,
+    Upstream, UpstreamAccount,
 };
 use crate::policy::{Policy, PolicyError, Role, RouteId, RouteSet};
 use crate::token::{valid_selector, KeyError, SigningKey};
@@ -50,6 +51,11 @@ const MINUTE: Duration = Duration::from_secs(60);
 /// a wide tolerance stretches every token's lifetime.
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(10 * 60);
 const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+/// Most resolvers in `dns.nameservers`.
+const MAX_NAMESERVERS: usize = 16;
+/// Most peers in the DNS cache.
+const MAX_DNS_CACHE_ENTRIES: u64 = 10_000_000;
 
 /// The parts of the process environment that configuration depends on.
 #[derive(Debug, Clone, Default)]
@@ -267,6 +273,7 @@ impl Validator<'_> {
             .federation
             .as_ref()
             .and_then(|f| self.listen("federation.listen", &f.listen));
+        let dns = self.dns(&file.dns);
         let admin_listen = self.listen("admin.listen", &file.admin.listen);
         self.distinct_listeners(&[
             ("public.listen", public_listen),
@@ -309,6 +316,7 @@ impl Validator<'_> {
             runtime: runtime?,
             keys,
             policy: policy?,
+            dns: dns?,
         })
     }
 
@@ -934,6 +942,99 @@ impl Validator<'_> {
         valid.then_some(routes)
     }
 
+    fn dns(&mut self, d: &DnsSection) -> Option<Dns> {
+        let nameservers: Vec<Option<SocketAddr>> = d
+            .nameservers
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let key = format!("dns.nameservers[{i}]");
+                self.ok(&key, parse_nameserver(text).map_err(ErrorKind::Invalid))
+            })
+            .collect();
+        if d.nameservers.len() > MAX_NAMESERVERS {
+            self.error(
+                "dns.nameservers",
+                ErrorKind::Invalid(format!("at most {MAX_NAMESERVERS} resolvers")),
+            );
+        }
+        let timeout = self.timeout("dns.timeout", d.timeout, MINUTE);
+        let dnssec = match d.dnssec {
+            DnssecName::Off => DnssecMode::Off,
+            DnssecName::Validate => DnssecMode::Validate,
+        };
+        let trust_anchor_file = match (&d.trust_anchor_file, dnssec) {
+            (None, _) => Some(None),
+            (Some(_), DnssecMode::Off) => {
+                self.error(
+                    "dns.trust_anchor_file",
+                    ErrorKind::Invalid(
+                        "only used with dnssec = \"validate\"; set that or remove this key"
+                            .to_owned(),
+                    ),
+                );
+                None
+            }
+            (Some(path), DnssecMode::Validate) => self
+                .readable_file("dns.trust_anchor_file", path)
+                .and_then(|path| {
+                    let parsed = crate::dns::load_trust_anchors(&path)
+                        .map(|_| Some(path))
+                        .map_err(ErrorKind::Invalid);
+                    self.ok("dns.trust_anchor_file", parsed)
+                }),
+        };
+        let min_ttl = self.timeout("dns.min_ttl", d.min_ttl, HOUR);
+        let max_ttl = self.timeout("dns.max_ttl", d.max_ttl, DAY);
+        if let (Some(min), Some(max)) = (min_ttl, max_ttl) {
+            if min > max {
+                self.error(
+                    "dns.max_ttl",
+                    ErrorKind::Invalid(format!(
+                        "{} is shorter than min_ttl ({})",
+                        format_duration(max),
+                        format_duration(min)
+                    )),
+                );
+            }
+        }
+        let negative_ttl = self.timeout("dns.negative_ttl", d.negative_ttl, HOUR);
+        // Zero is allowed: no stale answers at all.
+        let stale_if_error = if d.stale_if_error.0 > DAY {
+            self.error(
+                "dns.stale_if_error",
+                ErrorKind::Invalid(format!(
+                    "{} is longer than the maximum of {}",
+                    format_duration(d.stale_if_error.0),
+                    format_duration(DAY)
+                )),
+            );
+            None
+        } else {
+            Some(d.stale_if_error.0)
+        };
+        let cache_entries = self.range(
+            "dns.cache_entries",
+            d.cache_entries,
+            1,
+            MAX_DNS_CACHE_ENTRIES,
+        );
+        if min_ttl? > max_ttl? || d.nameservers.len() > MAX_NAMESERVERS {
+            return None;
+        }
+        Some(Dns {
+            nameservers: nameservers.into_iter().collect::<Option<_>>()?,
+            timeout: timeout?,
+            dnssec,
+            trust_anchor_file: trust_anchor_file?,
+            min_ttl: min_ttl?,
+            max_ttl: max_ttl?,
+            negative_ttl: negative_ttl?,
+            stale_if_error: stale_if_error?,
+            cache_entries: cache_entries?,
+        })
+    }
+
     /// Reports listeners that could not all bind at once. Port 0 (an
     /// ephemeral port, used by tests) never conflicts.
     fn distinct_listeners(&mut self, listeners: &[(&str, Option<SocketAddr>)]) {
@@ -1055,6 +1156,20 @@ impl Validator<'_> {
 /// if the current directory is unknown.
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// A resolver address: `ip:port`, or a bare IP for port 53.
+fn parse_nameserver(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    Err(format!(
+        "{text:?} is not an IP address with an optional port, as in \"192.0.2.53:53\", \
+         \"192.0.2.53\" or \"[2001:db8::53]:53\""
+    ))
 }
 
 fn one_line(message: &str) -> String {

@@ -136,6 +136,7 @@ fn minimal_file_gets_documented_defaults() {
     assert_eq!(c.log.filter, "info");
     assert_eq!(c.runtime.workers, 0);
     assert_eq!(c.runtime.drain_timeout, Duration::from_secs(30));
+    assert_eq!(c.dns, Dns::defaults());
     assert!(c.warnings().is_empty());
 }
 
@@ -1428,6 +1429,10 @@ fn example_mentions_every_key() {
             url: Some("u".into()),
             password_file: Some("f".into()),
         },
+        dns: super::file::DnsSection {
+            trust_anchor_file: Some("a".into()),
+            ..Default::default()
+        },
         keys: Some(KeysSection {
             signing_key_file: Some("k".into()),
             signing_selector: Some("s".into()),
@@ -1661,4 +1666,101 @@ fn policy_reports_every_bad_entry_and_unknown_keys() {
 
     let e = fx.error(&format!("{MINIMAL}\n[policy]\nviewer = \"record\"\n"));
     assert_eq!(e.key.as_deref(), Some("policy.viewer"));
+}
+
+// -------------------------------------------------------------------- dns
+
+#[test]
+fn dns_table_parses() {
+    let fx = Fixture::new();
+    fx.write(
+        "anchor.txt",
+        "example.test. 3600 IN DNSKEY 257 3 15 79czomKDblLUbz0dv085TRjk5zYOeWJOqEqxKbWGwvM=\n",
+        0o644,
+    );
+    let text = format!(
+        r#"{MINIMAL}
+[dns]
+nameservers = ["192.0.2.53:5353", "192.0.2.54", "[2001:db8::53]:53"]
+timeout = "500ms"
+dnssec = "validate"
+trust_anchor_file = "anchor.txt"
+min_ttl = "30s"
+max_ttl = "2h"
+negative_ttl = "5m"
+stale_if_error = "0s"
+cache_entries = 5
+"#
+    );
+    let dns = fx.load(&text).expect("valid").dns;
+    assert_eq!(
+        dns.nameservers,
+        vec![
+            "192.0.2.53:5353".parse().unwrap(),
+            "192.0.2.54:53".parse().unwrap(),
+            "[2001:db8::53]:53".parse().unwrap()
+        ]
+    );
+    assert_eq!(dns.timeout, Duration::from_millis(500));
+    assert_eq!(dns.dnssec, DnssecMode::Validate);
+    assert_eq!(dns.trust_anchor_file, Some(fx.path("anchor.txt")));
+    assert_eq!(dns.min_ttl, Duration::from_secs(30));
+    assert_eq!(dns.max_ttl, Duration::from_secs(7200));
+    assert_eq!(dns.negative_ttl, Duration::from_secs(300));
+    assert_eq!(dns.stale_if_error, Duration::ZERO);
+    assert_eq!(dns.cache_entries, 5);
+}
+
+#[test]
+fn dns_table_errors_name_the_key() {
+    let fx = Fixture::new();
+    fx.write("junk.txt", "not a dnskey\n", 0o644);
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "nameservers = [\"dns.example.org\"]",
+            "dns.nameservers[0]",
+            "not an IP address",
+        ),
+        ("timeout = \"0s\"", "dns.timeout", "greater than zero"),
+        ("dnssec = \"on\"", "dns.dnssec", "unknown variant"),
+        (
+            "trust_anchor_file = \"junk.txt\"",
+            "dns.trust_anchor_file",
+            "dnssec = \"validate\"",
+        ),
+        (
+            "dnssec = \"validate\"\ntrust_anchor_file = \"junk.txt\"",
+            "dns.trust_anchor_file",
+            "DNSKEY",
+        ),
+        (
+            "dnssec = \"validate\"\ntrust_anchor_file = \"missing.txt\"",
+            "dns.trust_anchor_file",
+            "missing.txt",
+        ),
+        ("min_ttl = \"2h\"", "dns.min_ttl", "longer than the maximum"),
+        (
+            "min_ttl = \"10m\"\nmax_ttl = \"5m\"",
+            "dns.max_ttl",
+            "shorter than min_ttl",
+        ),
+        (
+            "stale_if_error = \"2d\"",
+            "dns.stale_if_error",
+            "unknown unit",
+        ),
+        (
+            "stale_if_error = \"25h\"",
+            "dns.stale_if_error",
+            "longer than the maximum",
+        ),
+        ("cache_entries = 0", "dns.cache_entries", "at least 1"),
+        ("ttl = \"1m\"", "dns.ttl", "unknown key"),
+    ];
+    for (body, key, message) in cases {
+        let e = fx.error(&format!("{MINIMAL}\n[dns]\n{body}\n"));
+        assert_eq!(e.key.as_deref(), Some(*key), "{body}: {}", e.report());
+        assert!(e.to_string().contains(message), "{body}: {e}");
+        assert!(e.position.is_some(), "{body}: {e}");
+    }
 }
