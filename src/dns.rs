@@ -35,7 +35,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+pub mod addr;
 mod client;
+pub mod probe;
 pub mod record;
 pub mod resolver;
 pub mod testserver;

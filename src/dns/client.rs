@@ -150,7 +150,7 @@ impl Client {
         .await
     }
 
-    async fn query<T>(
+    pub(super) async fn query<T>(
         &self,
         name: &str,
         record_type: RecordType,

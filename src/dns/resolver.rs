@@ -284,6 +284,12 @@ impl KeyResolver {
         result
     }
 
+    /// The DNS client, for the one-off lookups in `dns::addr` and
+    /// `dns::probe` (which bypass the cache as `lookup_report` does).
+    pub(super) fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
     /// Every query for `fqdn`, made now, bypassing and not touching the
     /// cache (for `mdgate check-peer`).
     pub async fn lookup_report(&self, fqdn: &str) -> LookupReport {
