@@ -1,0 +1,1 @@
+//! `mdgate check-peer` (placeholder while being written).
