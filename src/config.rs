@@ -157,6 +157,9 @@ pub struct PeerTrust {
     pub allow: Vec<String>,
     /// Peer FQDNs always refused (normalised).
     pub deny: Vec<String>,
+    /// CAs for peers' public HTTPS certificates (their key documents);
+    /// `None`: the system's roots. Not a source of trust in peers' keys.
+    pub web_ca_file: Option<PathBuf>,
 }
 
 impl PeerTrust {

@@ -200,6 +200,9 @@ pub struct TrustSection {
     pub allow: Vec<String>,
     /// Peer FQDNs always refused. Default empty.
     pub deny: Vec<String>,
+    /// PEM bundle of CAs for peers' public HTTPS (the key document at
+    /// `/.well-known/mdgate/keys`). Default none: the system's roots.
+    pub web_ca_file: Option<PathBuf>,
 }
 
 /// `[admin]`.

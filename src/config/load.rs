@@ -558,7 +558,15 @@ impl Validator<'_> {
                 self.ok(&key, parse_pin(pin).map_err(ErrorKind::Invalid))
             })
             .collect();
+        let web_ca_file = trust
+            .web_ca_file
+            .as_ref()
+            .map(|path| self.readable_file("federation.trust.web_ca_file", path));
         let ca_file = match ca_file {
+            Some(path) => Some(path?),
+            None => None,
+        };
+        let web_ca_file = match web_ca_file {
             Some(path) => Some(path?),
             None => None,
         };
@@ -568,6 +576,7 @@ impl Validator<'_> {
             dns: trust.dns,
             allow: allow?,
             deny: deny?,
+            web_ca_file,
         })
     }
 

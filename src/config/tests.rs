@@ -1415,6 +1415,7 @@ fn example_mentions_every_key() {
             trust: Some(TrustSection {
                 ca_file: Some("ca".into()),
                 pinned_spki_sha256: vec![String::new()],
+                web_ca_file: Some("w".into()),
                 ..Default::default()
             }),
             ..Default::default()
