@@ -125,6 +125,28 @@ enum Command {
         #[arg(long, default_value_t = mdgate::admin::dnsrecords::DEFAULT_TTL)]
         ttl: u32,
     },
+    /// Check a peer as this server sees it: its DNS records (DNSSEC,
+    /// SERVFAIL, timeouts told apart), its federation port (TLS, the
+    /// certificate's name and key against DNS and TLSA, whether it admits
+    /// us), its clock, and its key document against DNS. Exit 0 when no
+    /// check failed. Give this server's own FQDN to see what peers see.
+    CheckPeer {
+        #[arg(
+            short = 'c',
+            long = "config",
+            default_value = "/etc/mdgate/mdgate.toml"
+        )]
+        config: PathBuf,
+        /// The peer's server name.
+        fqdn: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Seconds allowed for each network step (connect, handshake,
+        /// response).
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -226,6 +248,25 @@ fn main() -> ExitCode {
             };
             dns_records(&cfg, &args, check, json)
         }
+        Command::CheckPeer {
+            config,
+            fqdn,
+            json,
+            timeout,
+        } => {
+            let cfg = match config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{}", e.report());
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+            };
+            let args = mdgate::admin::checkpeer::CheckPeerArgs {
+                fqdn,
+                timeout: std::time::Duration::from_secs(timeout.max(1)),
+            };
+            check_peer(&cfg, &args, json)
+        }
         Command::Demo { dir, once } => {
             mdgate::logging::init(&config::Log {
                 format: LogFormat::Text,
@@ -281,6 +322,35 @@ fn dns_records(
             );
             print!("{}", report.human("Next keys (rotation):"));
             println!("\n{}", dnsrecords::summary(&report).trim_end());
+        }
+        ok = report.ok;
+        Ok(())
+    });
+    if status == ExitCode::SUCCESS && !ok {
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        status
+    }
+}
+
+/// `mdgate check-peer`: the report, and exit 1 when a check failed.
+fn check_peer(
+    cfg: &config::Config,
+    args: &mdgate::admin::checkpeer::CheckPeerArgs,
+    json: bool,
+) -> ExitCode {
+    use mdgate::admin::checkpeer;
+    let mut ok = false;
+    let status = run_async(async {
+        let report = checkpeer::check_peer(cfg, args, std::time::SystemTime::now)
+            .await
+            .map_err(|e| format!("check-peer: {e}"))?;
+        if json {
+            println!("{}", report.to_json());
+        } else {
+            println!("{}\n", checkpeer::header(cfg, &report));
+            print!("{}", report.human(""));
+            println!("\n{}: {}", report.fqdn, report.tally());
         }
         ok = report.ok;
         Ok(())

@@ -290,7 +290,10 @@ mod tests {
                 Check::warn("dns.dnssec", "not signed"),
                 Check::skip("dns.tlsa", "needs DNSSEC"),
             ],
-            vec![Check::fail("next.key.sig2", "not visible yet: do not switch")],
+            vec![Check::fail(
+                "next.key.sig2",
+                "not visible yet: do not switch",
+            )],
         );
         assert!(report.ok, "next keys and warnings do not fail the report");
         let value: Value = serde_json::from_str(&report.to_json()).unwrap();
@@ -302,7 +305,11 @@ mod tests {
         assert_eq!(value["checks"][2]["status"], "skip");
         assert_eq!(value["next"][0]["status"], "fail");
 
-        let failed = Report::new("p.example.org", vec![Check::fail("x", "y").label("no_record")], vec![]);
+        let failed = Report::new(
+            "p.example.org",
+            vec![Check::fail("x", "y").label("no_record")],
+            vec![],
+        );
         assert!(!failed.ok);
         let value: Value = serde_json::from_str(&failed.to_json()).unwrap();
         assert_eq!(value["checks"][0]["detail"]["label"], "no_record");
@@ -313,7 +320,10 @@ mod tests {
     fn human_output_has_one_aligned_line_per_check() {
         let report = Report::new(
             "p.example.org",
-            vec![Check::pass("a", "fine"), Check::fail("longer.name", "broken")],
+            vec![
+                Check::pass("a", "fine"),
+                Check::fail("longer.name", "broken"),
+            ],
             vec![Check::warn("next.b", "later")],
         );
         let text = report.human("Next keys:");

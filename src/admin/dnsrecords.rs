@@ -291,7 +291,10 @@ impl ZonePlan {
         let mut out = String::new();
         let ttl = self.ttl;
         let fqdn = &self.fqdn;
-        let _ = writeln!(out, "; mdgate DNS records for {fqdn} (docs/protocol.md, Keys).");
+        let _ = writeln!(
+            out,
+            "; mdgate DNS records for {fqdn} (docs/protocol.md, Keys)."
+        );
         let _ = writeln!(
             out,
             "; Publish them in the zone of {fqdn}, then run `mdgate dns-records --check`\n\
@@ -447,9 +450,7 @@ pub async fn check(plan: &ZonePlan, resolver: &KeyResolver, dns: &config::Dns) -
 
     // TLSA, whatever the DNSSEC status: a wrong record in an unsigned
     // zone turns into refusals the day the zone is signed.
-    let tlsa = resolver
-        .probe_tlsa(fqdn, plan.index.federation_port)
-        .await;
+    let tlsa = resolver.probe_tlsa(fqdn, plan.index.federation_port).await;
     let pins: Vec<[u8; 32]> = tlsa
         .records
         .iter()
@@ -515,7 +516,9 @@ fn index_check(
         .label("no_record"),
         (StepOutcome::Invalid(e), _) => Check::fail(
             name,
-            format!("the published index is invalid: {e}{facts}; publish the index line as printed"),
+            format!(
+                "the published index is invalid: {e}{facts}; publish the index line as printed"
+            ),
         )
         .label("invalid_record"),
         (_, None) => Check::fail(name, format!("no usable index at {}{facts}", step.name)),
@@ -711,10 +714,9 @@ fn kept_check(selector: &Selector, probe: &KeyProbe, listed: bool, dns: &config:
                 name,
                 format!("listed and revoked{facts}: peers refuse its key"),
             ),
-            (Some(Ok(r)), true) => Check::pass(
-                name,
-                format!("listed and live ({} key){facts}", r.usage),
-            ),
+            (Some(Ok(r)), true) => {
+                Check::pass(name, format!("listed and live ({} key){facts}", r.usage))
+            }
             (Some(Ok(_)), false) => Check::warn(
                 name,
                 format!(

@@ -30,8 +30,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 
-use super::keydoc::{DocError, DocKey, KeyAlg, KeyDocument, KeyMaterial, KeyUsage};
 use super::key::{KeyError, SigningKey};
+use super::keydoc::{DocError, DocKey, KeyAlg, KeyDocument, KeyMaterial, KeyUsage};
 use crate::config::Config;
 use crate::dns::record::KeyAlgorithm;
 
@@ -273,7 +273,10 @@ mod tests {
                 cert: None,
             }
         };
-        let mut all = vec![tls("tls1", KeyRole::Current), sig_key(&signing, KeyRole::Current)];
+        let mut all = vec![
+            tls("tls1", KeyRole::Current),
+            sig_key(&signing, KeyRole::Current),
+        ];
         if next {
             all.push(tls("tls2", KeyRole::Next));
             let next_sig = SigningKey::generate("sig2").expect("key");
@@ -333,12 +336,8 @@ mod tests {
         for at in [now, late] {
             let doc = verify(&keys, &jws, now);
             // Published ahead of use: DNS lists them.
-            compare(
-                &doc,
-                &dns_of(&keys, &[KeyRole::Current, KeyRole::Next]),
-                at,
-            )
-            .expect("agree with next keys in DNS");
+            compare(&doc, &dns_of(&keys, &[KeyRole::Current, KeyRole::Next]), at)
+                .expect("agree with next keys in DNS");
             // Not yet in DNS: they are not valid yet, so that is fine too.
             compare(&doc, &dns_of(&keys, &[KeyRole::Current]), at)
                 .expect("agree without next keys in DNS");

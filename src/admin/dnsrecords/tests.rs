@@ -49,7 +49,11 @@ fn plan_with(kept: Vec<Selector>) -> ZonePlan {
         .filter_map(|k| {
             Some(PlannedTlsa {
                 selector: k.selector.clone(),
-                tlsa: Tlsa::dane_ee(k.record.spki_sha256().filter(|_| k.record.usage == KeyUse::Tls)?),
+                tlsa: Tlsa::dane_ee(
+                    k.record
+                        .spki_sha256()
+                        .filter(|_| k.record.usage == KeyUse::Tls)?,
+                ),
                 role: k.role,
             })
         })
@@ -185,7 +189,9 @@ fn long_index_strings_are_split_at_255_bytes() {
     assert!(strings.len() >= 3, "{strings:?}");
     assert!(strings.iter().all(|s| s.len() <= 255));
     assert!(strings[..strings.len() - 1].iter().all(|s| s.len() == 255));
-    let parsed = record::parse_index_rrset(&[strings.clone()]).unwrap().unwrap();
+    let parsed = record::parse_index_rrset(&[strings.clone()])
+        .unwrap()
+        .unwrap();
     assert_eq!(parsed, plan.index);
     assert_eq!(parsed.selectors.len(), 16);
     assert!(text.contains("Kept in the index"));
@@ -203,12 +209,18 @@ fn published_records_are_compared_by_key() {
     };
     assert!(matches!(compare_record(&ours, &as_k), Published::Same));
     let other = KeyRecord::tls_hash(KeyAlgorithm::P256, &tls_spki());
-    assert!(matches!(compare_record(&ours, &other), Published::Different(_)));
+    assert!(matches!(
+        compare_record(&ours, &other),
+        Published::Different(_)
+    ));
     let revoked = KeyRecord {
         material: KeyMaterial::Revoked,
         ..ours.clone()
     };
-    assert!(matches!(compare_record(&ours, &revoked), Published::Revoked));
+    assert!(matches!(
+        compare_record(&ours, &revoked),
+        Published::Revoked
+    ));
     assert!(matches!(
         compare_record(&ours, &sig_record()),
         Published::Different(why) if why.contains("u=sig")
@@ -228,7 +240,9 @@ fn next_keys_are_safe_to_switch_only_when_visible() {
     };
     let visible = next_verdict(Check::pass("next.key.tls2", "visible"), Some(&step));
     assert_eq!(visible.status, Status::Pass);
-    assert!(visible.reason.starts_with("visible: safe to switch once 300 s"));
+    assert!(visible
+        .reason
+        .starts_with("visible: safe to switch once 300 s"));
     let missing = next_verdict(Check::fail("next.key.tls2", "NXDOMAIN"), Some(&step));
     assert_eq!(missing.status, Status::Fail);
     assert!(missing.reason.starts_with("not visible yet: do not switch"));
