@@ -6,8 +6,10 @@
 mod admin;
 mod emulator;
 mod fake;
+mod fed;
 mod federation_listener;
 mod gate;
+mod peertools;
 mod process;
 mod proxy;
 mod support;
