@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::config;
-use crate::dns::{LookupStep, StepOutcome};
+use crate::dns::{LookupStep, Security, StepOutcome};
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -238,7 +238,8 @@ pub fn dns_failure(step: &LookupStep, dns: &config::Dns) -> Option<(String, &'st
 /// `(DNSSEC secure, TTL 300 s)`, the suffix of a reason about an answer.
 pub fn answer_facts(step: &LookupStep) -> String {
     let mut parts = Vec::new();
-    if let Some(security) = step.security {
+    // Without validation there is no DNSSEC status to tell.
+    if let Some(security) = step.security.filter(|s| *s != Security::Unvalidated) {
         parts.push(format!("DNSSEC {security}"));
     }
     if let Some(ttl) = step.ttl {
