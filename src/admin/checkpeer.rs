@@ -416,7 +416,7 @@ fn selector_check(step: &LookupStep, dns: &config::Dns) -> Check {
 
 fn material(r: &KeyRecord) -> String {
     match (&r.material, r.spki_sha256()) {
-        (KeyMaterial::Spki(_), Some(h)) => format!("k=, SHA-256 {}", short(&h)),
+        (KeyMaterial::Spki(_), Some(h)) => format!("k= with SHA-256 {}", short(&h)),
         (_, Some(h)) => format!("h={}", short(&h)),
         (_, None) => "revoked".to_owned(),
     }
@@ -701,6 +701,9 @@ fn refuses_certificate(alert: AlertDescription) -> bool {
             | AlertDescription::CertificateExpired
             | AlertDescription::AccessDenied
             | AlertDescription::UnsupportedCertificate
+            // Our certificate's signature (or its issuer's) did not
+            // verify on the peer's side.
+            | AlertDescription::DecryptError
     )
 }
 

@@ -155,8 +155,8 @@ impl Peer {
             key_file.display()
         );
         let gate = Gate::start(opts).await;
-        let config = mdgate::config::load(&gate.config_path)
-            .unwrap_or_else(|e| panic!("{}", e.report()));
+        let config =
+            mdgate::config::load(&gate.config_path).unwrap_or_else(|e| panic!("{}", e.report()));
         let (cert, key) = gate.ca.issue(&[FQDN]).unwrap();
         let web = KeyDocServer::start(&cert, &key).await;
         let peer = Peer {
@@ -221,9 +221,10 @@ pub struct KeyDocServer {
 
 impl KeyDocServer {
     pub async fn start(cert_pem: &str, key_pem: &str) -> KeyDocServer {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-            .map(Result::unwrap)
-            .collect();
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+                .map(Result::unwrap)
+                .collect();
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
         let config = rustls::ServerConfig::builder_with_provider(mdgate::tls::provider())
             .with_safe_default_protocol_versions()

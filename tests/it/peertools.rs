@@ -58,7 +58,10 @@ fn assert_fail(report: &Report, name: &str, wanted_label: &str, needle: &str) {
         check(report, name).reason
     );
     let reason = &check(report, name).reason;
-    assert!(reason.contains(needle), "{name}: {reason:?} lacks {needle:?}");
+    assert!(
+        reason.contains(needle),
+        "{name}: {reason:?} lacks {needle:?}"
+    );
     assert!(!report.ok);
 }
 
@@ -97,7 +100,10 @@ async fn dns_records_parse_back_into_this_servers_keys() {
     let keys = resolver(&dns).await.peer_keys(US).await.expect("keys");
     let selectors: Vec<&str> = keys.index.selectors.iter().map(Selector::as_str).collect();
     assert_eq!(selectors, ["ustls1", "ussig1", "ustls2", "ussig2"]);
-    assert_eq!((keys.index.federation_port, keys.index.web_port), (8443, 443));
+    assert_eq!(
+        (keys.index.federation_port, keys.index.web_port),
+        (8443, 443)
+    );
     let record = |s: &str| -> KeyRecord {
         keys.records
             .iter()
@@ -189,7 +195,9 @@ async fn dns_records_check_fails_until_the_records_are_published() {
     assert!(report.ok, "{}", report.human("next:"));
     for name in ["next.key.ustls2", "next.key.ussig2", "next.tlsa.ustls2"] {
         assert_status(&report, name, Status::Pass);
-        assert!(check(&report, name).reason.starts_with("visible: safe to switch"));
+        assert!(check(&report, name)
+            .reason
+            .starts_with("visible: safe to switch"));
     }
     assert!(dnsrecords::summary(&report).contains("safe to switch"));
 }
@@ -198,7 +206,9 @@ async fn dns_records_check_fails_until_the_records_are_published() {
 fn assert_fail_next(report: &Report, name: &str) {
     assert_status(report, name, Status::Fail);
     assert!(
-        check(report, name).reason.starts_with("not visible yet: do not switch"),
+        check(report, name)
+            .reason
+            .starts_with("not visible yet: do not switch"),
         "{}",
         check(report, name).reason
     );
@@ -226,7 +236,12 @@ async fn dns_records_check_names_what_is_wrong() {
     let name = record::key_name(&sel("ustls1"), US);
     dns.set_txt(&name, &[&other.to_string()]).await.unwrap();
     let report = our_check(&us, &plan).await;
-    assert_fail(&report, "key.ustls1", "key_mismatch", "a different key is published");
+    assert_fail(
+        &report,
+        "key.ustls1",
+        "key_mismatch",
+        "a different key is published",
+    );
 
     // Revoked.
     dns.set_txt(&name, &["v=mdgate1; u=tls; a=p256; h="])
@@ -245,7 +260,10 @@ async fn dns_records_check_names_what_is_wrong() {
     .unwrap();
     let report = our_check(&us, &plan).await;
     assert_status(&report, "tlsa.ustls1", Status::Warn);
-    assert_eq!(label(&report, "tlsa.ustls1").as_deref(), Some("tlsa_mismatch"));
+    assert_eq!(
+        label(&report, "tlsa.ustls1").as_deref(),
+        Some("tlsa_mismatch")
+    );
     assert!(report.ok);
 
     // The index with the wrong federation port.
@@ -303,7 +321,12 @@ async fn dns_records_check_sees_dnssec_and_tlsa() {
     .await
     .unwrap();
     let report = our_check(&us, &plan).await;
-    assert_fail(&report, "tlsa.ustls1", "tlsa_mismatch", "validating peers refuse");
+    assert_fail(
+        &report,
+        "tlsa.ustls1",
+        "tlsa_mismatch",
+        "validating peers refuse",
+    );
 
     // A forged answer is bogus, not absent.
     load_zone(&dns, &plan.zone_text()).await;
@@ -343,13 +366,18 @@ async fn the_binary_prints_records_and_checks_them() {
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text, us.zone_text());
 
     let check = |json: bool| {
         let mut cmd = tokio::process::Command::new(bin);
-        cmd.args(["dns-records", "-c", &config, "--check"]).args(ports);
+        cmd.args(["dns-records", "-c", &config, "--check"])
+            .args(ports);
         if json {
             cmd.arg("--json");
         }
@@ -463,10 +491,20 @@ async fn check_peer_reports_a_record_for_another_key() {
         .await
         .unwrap();
     let report = check_peer(&us, FQDN).await;
-    assert_fail(&report, "tls.key", "key_mismatch", "matches none of the 1 live tls record");
+    assert_fail(
+        &report,
+        "tls.key",
+        "key_mismatch",
+        "matches none of the 1 live tls record",
+    );
     // The handshake itself worked: the failure is blamed on the key.
     assert_status(&report, "tls.handshake", Status::Pass);
-    assert_fail(&report, "keydoc.agreement", "channel_mismatch", "tls1 has a different key");
+    assert_fail(
+        &report,
+        "keydoc.agreement",
+        "channel_mismatch",
+        "tls1 has a different key",
+    );
     peer.stop().await;
 }
 
@@ -506,7 +544,12 @@ async fn check_peer_reports_a_revoked_key() {
     assert_status(&report, "dns.key.tls1", Status::Pass);
     assert!(check(&report, "dns.key.tls1").reason.contains("revoked"));
     assert_fail(&report, "tls.key", "revoked", "tls1's, which");
-    assert_fail(&report, "keydoc.agreement", "channel_mismatch", "revoked in DNS");
+    assert_fail(
+        &report,
+        "keydoc.agreement",
+        "channel_mismatch",
+        "revoked in DNS",
+    );
     peer.stop().await;
 }
 
@@ -608,7 +651,12 @@ async fn check_peer_reports_a_key_document_that_disagrees_with_dns() {
     peer.web.set(&doc.sign(&peer.signing, now).unwrap());
     let report = check_peer(&us, FQDN).await;
     assert_status(&report, "keydoc.signature", Status::Pass);
-    assert_fail(&report, "keydoc.agreement", "channel_mismatch", "tls1 has a different key");
+    assert_fail(
+        &report,
+        "keydoc.agreement",
+        "channel_mismatch",
+        "tls1 has a different key",
+    );
     assert_status(&report, "tls.key", Status::Pass);
 
     // Signed with a key DNS does not publish.
@@ -670,7 +718,10 @@ async fn check_peer_warns_of_clock_skew() {
     let report = fed::check_peer_with_clock(&us, FQDN, ten_minutes_fast).await;
     assert_status(&report, "clock", Status::Warn);
     let reason = &check(&report, "clock").reason;
-    assert!(reason.contains("s behind ours, beyond the tolerance of 60 s"), "{reason}");
+    assert!(
+        reason.contains("s behind ours, beyond the tolerance of 60 s"),
+        "{reason}"
+    );
     peer.stop().await;
 }
 
