@@ -392,7 +392,7 @@ fn selector_check(step: &LookupStep, dns: &config::Dns) -> Check {
             ),
             (StepOutcome::Ok, Ok(Some(r))) => Check::pass(
                 name,
-                format!("{} key ({}, {}){facts}", r.usage, r.algorithm, material(&r)),
+                format!("{} key ({}, {}){facts}", r.usage, r.algorithm, material(r)),
             )
             .with("usage", r.usage.as_str())
             .with("algorithm", r.algorithm.as_str()),

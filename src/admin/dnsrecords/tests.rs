@@ -189,7 +189,7 @@ fn long_index_strings_are_split_at_255_bytes() {
     assert!(strings.len() >= 3, "{strings:?}");
     assert!(strings.iter().all(|s| s.len() <= 255));
     assert!(strings[..strings.len() - 1].iter().all(|s| s.len() == 255));
-    let parsed = record::parse_index_rrset(&[strings.clone()])
+    let parsed = record::parse_index_rrset(std::slice::from_ref(strings))
         .unwrap()
         .unwrap();
     assert_eq!(parsed, plan.index);
