@@ -124,6 +124,10 @@ enum Command {
         /// TTL of the records, in seconds.
         #[arg(long, default_value_t = mdgate::admin::dnsrecords::DEFAULT_TTL)]
         ttl: u32,
+        /// Print the records of the [keys] previous_* keys revoked (empty
+        /// key): the last step of a rotation.
+        #[arg(long)]
+        revoke_previous: bool,
     },
     /// Check a peer as this server sees it: its DNS records (DNSSEC,
     /// SERVFAIL, timeouts told apart), its federation port (TLS, the
@@ -232,6 +236,7 @@ fn main() -> ExitCode {
             web_port,
             keep,
             ttl,
+            revoke_previous,
         } => {
             let cfg = match config::load(&config) {
                 Ok(c) => c,
@@ -245,6 +250,7 @@ fn main() -> ExitCode {
                 web_port,
                 keep,
                 ttl,
+                revoke_previous,
             };
             dns_records(&cfg, &args, check, json)
         }

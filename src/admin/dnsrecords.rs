@@ -67,6 +67,9 @@ pub struct DnsRecordsArgs {
     pub keep: Vec<String>,
     /// TTL of every record.
     pub ttl: u32,
+    /// Print the `previous_*` keys' records revoked (empty key), for step 4
+    /// of a rotation.
+    pub revoke_previous: bool,
 }
 
 impl Default for DnsRecordsArgs {
@@ -76,6 +79,7 @@ impl Default for DnsRecordsArgs {
             web_port: None,
             keep: Vec::new(),
             ttl: DEFAULT_TTL,
+            revoke_previous: false,
         }
     }
 }
@@ -133,8 +137,11 @@ pub struct ZonePlan {
     pub fqdn: String,
     pub ttl: u32,
     pub index: IndexRecord,
-    /// Current keys, then next keys.
+    /// Current keys, then next keys, then previous keys (their live
+    /// records; see `revoke_previous`).
     pub keys: Vec<PlannedKey>,
+    /// Print the previous keys' records revoked.
+    pub revoke_previous: bool,
     /// Selectors listed in the index whose records are already published
     /// and are left alone.
     pub kept: Vec<Selector>,
@@ -180,7 +187,7 @@ pub fn plan(config: &Config, args: &DnsRecordsArgs) -> Result<ZonePlan, DnsRecor
     }
 
     let mut keys = Vec::new();
-    for role in [KeyRole::Current, KeyRole::Next] {
+    for role in [KeyRole::Current, KeyRole::Next, KeyRole::Previous] {
         for key in own.with_role(role) {
             keys.push(PlannedKey {
                 // Config validated the selector syntax already.
@@ -231,8 +238,10 @@ pub fn plan(config: &Config, args: &DnsRecordsArgs) -> Result<ZonePlan, DnsRecor
     if selectors.len() > MAX_SELECTORS {
         return Err(DnsRecordsError::TooManySelectors(selectors.len()));
     }
+    // The previous TLS key is presented no more: DANE need not pin it.
     let tlsa = keys
         .iter()
+        .filter(|k| k.role != KeyRole::Previous)
         .filter_map(|k| {
             Some(PlannedTlsa {
                 selector: k.selector.clone(),
@@ -253,6 +262,7 @@ pub fn plan(config: &Config, args: &DnsRecordsArgs) -> Result<ZonePlan, DnsRecor
             web_port,
         },
         keys,
+        revoke_previous: args.revoke_previous,
         kept,
         tlsa,
         warnings,
@@ -335,6 +345,42 @@ impl ZonePlan {
                 self.key_line(&mut out, key);
             }
         }
+        let previous: Vec<&PlannedKey> = self
+            .keys
+            .iter()
+            .filter(|k| k.role == KeyRole::Previous)
+            .collect();
+        if !previous.is_empty() && self.revoke_previous {
+            let _ = writeln!(
+                out,
+                ";\n; PREVIOUS KEYS, REVOKED: peers refuse them once they see these lines.\n\
+                 ; After the records' TTL has passed, remove the previous_* lines from\n\
+                 ; [keys]; to keep the revocation listed, print the records with\n\
+                 ; `--keep <selector>` from then on."
+            );
+            for key in &previous {
+                let revoked = KeyRecord {
+                    material: KeyMaterial::Revoked,
+                    ..key.record.clone()
+                };
+                let name = record::key_name(&key.selector, fqdn);
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    record::txt_zone_line(&name, ttl, &revoked.to_string())
+                );
+            }
+        } else if !previous.is_empty() {
+            let _ = writeln!(
+                out,
+                ";\n; Previous keys: no longer used, still live. Keep them until their last\n\
+                 ; use plus the longest token lifetime plus the TTL have passed, then\n\
+                 ; publish them revoked (`mdgate dns-records --revoke-previous`)."
+            );
+            for key in &previous {
+                self.key_line(&mut out, key);
+            }
+        }
         if !self.kept.is_empty() {
             let _ = writeln!(
                 out,
@@ -355,6 +401,8 @@ impl ZonePlan {
             let what = match planned.role {
                 KeyRole::Current => "current key",
                 KeyRole::Next => "next key: publish now, use later",
+                // Filtered out by `plan`.
+                KeyRole::Previous => "previous key",
             };
             let _ = writeln!(out, "; {} ({what})", planned.selector);
             let _ = writeln!(
@@ -432,7 +480,7 @@ pub async fn check(plan: &ZonePlan, resolver: &KeyResolver, dns: &config::Dns) -
         .and_then(|s| s.security)
         .unwrap_or(Security::Unvalidated);
 
-    // Every key, current and next, asked directly.
+    // Every key, current, next and previous, asked directly.
     for key in &plan.keys {
         let probe = resolver.probe_key_record(fqdn, &key.selector).await;
         let listed = live.as_ref().is_some_and(|l| l.contains(&key.selector));
@@ -440,6 +488,7 @@ pub async fn check(plan: &ZonePlan, resolver: &KeyResolver, dns: &config::Dns) -
         match key.role {
             KeyRole::Current => checks.push(check),
             KeyRole::Next => next.push(next_verdict(check, index_step)),
+            KeyRole::Previous => checks.push(previous_verdict(check, plan.revoke_previous)),
         }
     }
     for selector in &plan.kept {
@@ -459,7 +508,7 @@ pub async fn check(plan: &ZonePlan, resolver: &KeyResolver, dns: &config::Dns) -
     for planned in &plan.tlsa {
         let check = tlsa_check(&tlsa.step, &pins, planned, security, dns);
         match planned.role {
-            KeyRole::Current => checks.push(check),
+            KeyRole::Current | KeyRole::Previous => checks.push(check),
             KeyRole::Next => next.push(next_verdict(check, index_step)),
         }
     }
@@ -626,6 +675,7 @@ fn key_check(key: &PlannedKey, probe: &KeyProbe, listed: bool, dns: &config::Dns
     let prefix = match key.role {
         KeyRole::Current => "key",
         KeyRole::Next => "next.key",
+        KeyRole::Previous => "previous.key",
     };
     let name = format!("{prefix}.{}", key.selector);
     let step = &probe.step;
@@ -749,7 +799,7 @@ fn tlsa_check(
 ) -> Check {
     let hash = wanted.tlsa.dane_ee_spki_sha256().unwrap_or_default();
     let name = match wanted.role {
-        KeyRole::Current => format!("tlsa.{}", wanted.selector),
+        KeyRole::Current | KeyRole::Previous => format!("tlsa.{}", wanted.selector),
         KeyRole::Next => format!("next.tlsa.{}", wanted.selector),
     };
     let facts = answer_facts(step);
@@ -842,6 +892,49 @@ fn dnssec_check(security: Security, mode: DnssecMode, step: Option<&LookupStep>)
         ),
     };
     check.with("status", security.as_str())
+}
+
+/// Turns a previous key's check into what it means after a switch: live
+/// or revoked are both fine (which one depends on the step of the
+/// rotation); gone from DNS is the end of it.
+fn previous_verdict(mut check: Check, revoke_expected: bool) -> Check {
+    let label = check
+        .detail
+        .get("label")
+        .and_then(|l| l.as_str())
+        .map(str::to_owned);
+    match (check.status, label.as_deref(), revoke_expected) {
+        (Status::Pass, _, false) => {
+            check.reason = format!(
+                "still live (previous key): keep it until its last use plus the longest token \
+                 lifetime plus the TTL have passed, then revoke it (--revoke-previous); {}",
+                check.reason
+            );
+        }
+        (Status::Pass, _, true) => {
+            check.status = Status::Warn;
+            check.reason = format!(
+                "still live: publish its revoked line (`mdgate dns-records --revoke-previous`); {}",
+                check.reason
+            );
+        }
+        (Status::Fail, Some("revoked"), _) => {
+            check.status = Status::Pass;
+            check.reason = "revoked: peers refuse it; once the TTL has passed, remove the \
+                            previous_* lines from [keys]"
+                .to_owned();
+        }
+        (Status::Fail, Some("no_record" | "unknown_selector"), _) => {
+            check.status = Status::Warn;
+            check.reason = format!(
+                "no longer published: fine once the tokens it signed have expired; remove the \
+                 previous_* lines from [keys] ({})",
+                check.reason
+            );
+        }
+        _ => {}
+    }
+    check
 }
 
 /// Turns a next key's check into a rotation verdict.

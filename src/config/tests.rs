@@ -1193,7 +1193,8 @@ fn keys_with_previous_keys_after_a_switch() {
     let fx = Fixture::new();
     fx.signing_key("old.key", 0o600);
     fx.write("old-tls.crt", "CERT", 0o644);
-    let extra = "previous_signing_key_file = \"old.key\"\nprevious_signing_selector = \"sig2025a\"\n\
+    let extra =
+        "previous_signing_key_file = \"old.key\"\nprevious_signing_selector = \"sig2025a\"\n\
                  previous_tls_selector = \"tls2025a\"\nprevious_tls_cert_file = \"old-tls.crt\"\n";
     let c = fx.load(&with_keys(&fx, extra)).expect("valid");
     let keys = c.keys.clone().expect("keys");
@@ -1219,8 +1220,12 @@ fn keys_with_previous_keys_after_a_switch() {
     // Pairs are both-or-neither, and selectors stay distinct.
     let e = fx.error(&with_keys(&fx, "previous_tls_selector = \"tls2025a\"\n"));
     assert_eq!(e.key.as_deref(), Some("keys.previous_tls_selector"));
-    assert!(e.to_string().contains("previous_tls_cert_file is required"), "{e}");
-    let clash = "previous_signing_key_file = \"old.key\"\nprevious_signing_selector = \"sig2026a\"\n";
+    assert!(
+        e.to_string().contains("previous_tls_cert_file is required"),
+        "{e}"
+    );
+    let clash =
+        "previous_signing_key_file = \"old.key\"\nprevious_signing_selector = \"sig2026a\"\n";
     let e = fx.error(&with_keys(&fx, clash));
     assert_eq!(e.key.as_deref(), Some("keys.previous_signing_selector"));
 }

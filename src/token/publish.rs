@@ -21,7 +21,10 @@
 //! live DNS selector to be in the document, and a document key valid now to
 //! be live in DNS, so a next key published ahead of use must be listed but
 //! not yet valid. After the switch (`next_*` lines become the current
-//! ones), the next document lists them without `nbf`.
+//! ones, the current ones `previous_*`), the next document lists the new
+//! keys without `nbf` and the previous ones with an `exp` in the past:
+//! listed, because DNS still publishes them (a live DNS selector must be in
+//! the document), but not valid, so DNS may revoke or drop them at any time.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -84,6 +87,9 @@ pub enum KeyRole {
     Current,
     /// Published ahead of a rotation; not used until the switch.
     Next,
+    /// Current until the last switch: no longer used, still published
+    /// (tokens it signed, peers' caches) until it is revoked.
+    Previous,
 }
 
 /// One of this server's keys, public half.
@@ -114,7 +120,8 @@ pub struct OwnKeys {
     /// `[server] fqdn`.
     pub fqdn: String,
     /// Current TLS, current signing, then the next TLS and next signing
-    /// keys when a rotation is under way.
+    /// keys when a rotation is under way, then the previous ones after a
+    /// switch.
     pub keys: Vec<OwnKey>,
     /// The current signing key (signs the key document).
     signing: SigningKey,
@@ -141,9 +148,9 @@ impl OwnKeys {
     /// The unsigned document, issued at `now`, valid for [`DOC_LIFETIME`].
     pub fn document(&self, now: SystemTime) -> KeyDocument {
         let mut doc = KeyDocument::new(self.fqdn.clone(), Vec::new(), now, DOC_LIFETIME);
-        let next_nbf = doc
-            .exp
-            .saturating_add(i64::try_from(NEXT_KEY_MARGIN.as_secs()).unwrap_or(i64::MAX));
+        let margin = i64::try_from(NEXT_KEY_MARGIN.as_secs()).unwrap_or(i64::MAX);
+        let next_nbf = doc.exp.saturating_add(margin);
+        let retired = doc.iat.saturating_sub(margin);
         doc.keys = self
             .keys
             .iter()
@@ -158,10 +165,13 @@ impl OwnKeys {
                     KeyUsage::Sig => KeyMaterial::Spki(key.spki.clone()),
                 },
                 nbf: match key.role {
-                    KeyRole::Current => None,
+                    KeyRole::Current | KeyRole::Previous => None,
                     KeyRole::Next => Some(next_nbf),
                 },
-                exp: None,
+                exp: match key.role {
+                    KeyRole::Current | KeyRole::Next => None,
+                    KeyRole::Previous => Some(retired),
+                },
             })
             .collect();
         doc
@@ -191,6 +201,17 @@ pub fn own_keys(config: &Config) -> Result<OwnKeys, PublishError> {
     if let Some(next) = &keys.next_signing {
         let key = SigningKey::load(&next.key_file, &next.selector)?;
         own.push(sig_key(&key, KeyRole::Next));
+    }
+    if let Some(previous) = &keys.previous_tls {
+        own.push(tls_key(
+            &previous.selector,
+            &previous.cert_file,
+            KeyRole::Previous,
+        )?);
+    }
+    if let Some(previous) = &keys.previous_signing {
+        let key = SigningKey::load(&previous.key_file, &previous.selector)?;
+        own.push(sig_key(&key, KeyRole::Previous));
     }
     Ok(OwnKeys {
         fqdn: config.server.fqdn.clone(),
@@ -324,6 +345,32 @@ mod tests {
         let doc = verify(&keys, &jws, now);
         assert_eq!(doc.keys.len(), 2);
         compare(&doc, &dns_of(&keys, &[KeyRole::Current]), now).expect("agree");
+    }
+
+    #[test]
+    fn previous_keys_agree_while_live_revoked_or_dropped_in_dns() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_795_500_000);
+        let mut keys = keys(true);
+        for key in &mut keys.keys {
+            if key.role == KeyRole::Next {
+                key.role = KeyRole::Previous;
+            }
+        }
+        let jws = keys.document(now).sign(&keys.signing, now).expect("sign");
+        let doc = verify(&keys, &jws, now);
+        let live = dns_of(&keys, &[KeyRole::Current, KeyRole::Previous]);
+        compare(&doc, &live, now).expect("previous keys still live in DNS");
+        let revoked: Vec<DnsKey> = live
+            .into_iter()
+            .map(|mut k| {
+                if k.selector.ends_with('2') {
+                    k.material = DnsMaterial::Revoked;
+                }
+                k
+            })
+            .collect();
+        compare(&doc, &revoked, now).expect("previous keys revoked in DNS");
+        compare(&doc, &dns_of(&keys, &[KeyRole::Current]), now).expect("dropped from DNS");
     }
 
     #[test]

@@ -341,6 +341,130 @@ async fn dns_records_check_sees_dnssec_and_tlsa() {
     assert_status(&report, "dnssec", Status::Fail);
 }
 
+/// Our configuration after the switch of a rotation: the next keys are
+/// current, the current ones previous.
+fn switched(us: &Us) -> mdgate::config::Config {
+    let text = std::fs::read_to_string(&us.config_path).unwrap();
+    let (head, _) = text.split_once("[keys]").unwrap();
+    let head = head.replace(
+        "[federation.tls]\ncert_file = \"federation.crt\"\nkey_file = \"federation.key\"",
+        "[federation.tls]\ncert_file = \"next.crt\"\nkey_file = \"next.key\"",
+    );
+    let dir = us.dir.path().display();
+    let text = format!(
+        "{head}[keys]\n\
+         signing_key_file = \"{dir}/signing-ussig2.key\"\nsigning_selector = \"ussig2\"\n\
+         tls_selector = \"ustls2\"\n\
+         previous_signing_key_file = \"{dir}/signing-ussig1.key\"\n\
+         previous_signing_selector = \"ussig1\"\n\
+         previous_tls_selector = \"ustls1\"\nprevious_tls_cert_file = \"federation.crt\"\n"
+    );
+    let path = us.dir.path().join("switched.toml");
+    std::fs::write(&path, text).unwrap();
+    mdgate::config::load(&path).unwrap_or_else(|e| panic!("{}", e.report()))
+}
+
+#[tokio::test]
+async fn a_whole_rotation_checks_out_at_every_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dns, _) = fed::dns_server(false, dir.path()).await;
+    let ca = TestCa::new().unwrap();
+    let us = Us::new(
+        &dns,
+        &ca,
+        UsOptions {
+            next: true,
+            ..UsOptions::default()
+        },
+    );
+    // 1-2. Next keys published ahead of use: safe to switch.
+    let before = us.plan();
+    load_zone(&dns, &before.zone_text()).await;
+    let report = our_check(&us, &before).await;
+    assert!(report.ok && dnsrecords::summary(&report).contains("safe to switch"));
+
+    // 3. The switch: the records printed now keep the old keys live.
+    let after = switched(&us);
+    let plan = dnsrecords::plan(&after, &Us::args()).unwrap();
+    let text = plan.zone_text();
+    assert!(
+        text.contains("Previous keys: no longer used, still live"),
+        "{text}"
+    );
+    load_zone(&dns, &text).await;
+    let report = dnsrecords::check_config(&after, &plan).await.unwrap();
+    assert!(report.ok, "{}", report.human(""));
+    assert_status(&report, "key.ussig2", Status::Pass);
+    assert_status(&report, "previous.key.ussig1", Status::Pass);
+    assert!(check(&report, "previous.key.ussig1")
+        .reason
+        .starts_with("still live (previous key)"));
+    // The key document lists the previous keys as retired, so it agrees
+    // with DNS while they are live...
+    let keys = resolver(&dns).await.peer_keys(US).await.unwrap();
+    let now = SystemTime::now();
+    let jws = mdgate::token::publish::key_document(&after, now).unwrap();
+    let doc = KeyDocument::verify(
+        &jws,
+        US,
+        Duration::from_secs(60),
+        |kid| {
+            (kid == "ussig2").then(|| {
+                mdgate::token::publish::own_keys(&after)
+                    .unwrap()
+                    .signing_key()
+                    .verifying_key()
+                    .clone()
+            })
+        },
+        now,
+    )
+    .unwrap();
+    let dns_keys = |keys: &mdgate::dns::PeerKeys| -> Vec<mdgate::token::DnsKey> {
+        keys.records
+            .iter()
+            .filter_map(|e| {
+                let r = e.record.as_ref().ok()?;
+                Some(mdgate::token::DnsKey {
+                    selector: e.selector.to_string(),
+                    usage: match r.usage {
+                        record::KeyUse::Tls => KeyUsage::Tls,
+                        record::KeyUse::Sig => KeyUsage::Sig,
+                    },
+                    alg: match r.algorithm {
+                        record::KeyAlgorithm::P256 => KeyAlg::P256,
+                        record::KeyAlgorithm::Ed25519 => KeyAlg::Ed25519,
+                    },
+                    material: match &r.material {
+                        record::KeyMaterial::Spki(d) => mdgate::token::DnsMaterial::Spki(d.clone()),
+                        record::KeyMaterial::SpkiSha256(h) => {
+                            mdgate::token::DnsMaterial::SpkiSha256(*h)
+                        }
+                        record::KeyMaterial::Revoked => mdgate::token::DnsMaterial::Revoked,
+                    },
+                })
+            })
+            .collect()
+    };
+    mdgate::token::compare(&doc, &dns_keys(&keys), now).expect("agree while previous live");
+
+    // 4. Revoke the previous keys.
+    let args = dnsrecords::DnsRecordsArgs {
+        revoke_previous: true,
+        ..Us::args()
+    };
+    let plan = dnsrecords::plan(&after, &args).unwrap();
+    load_zone(&dns, &plan.zone_text()).await;
+    let report = dnsrecords::check_config(&after, &plan).await.unwrap();
+    assert!(report.ok, "{}", report.human(""));
+    assert!(check(&report, "previous.key.ustls1")
+        .reason
+        .starts_with("revoked"));
+    // ... and after they are revoked.
+    let keys = resolver(&dns).await.peer_keys(US).await.unwrap();
+    mdgate::token::compare(&doc, &dns_keys(&keys), now).expect("agree once revoked");
+}
+
 #[tokio::test]
 async fn the_binary_prints_records_and_checks_them() {
     let dir = tempfile::tempdir().unwrap();

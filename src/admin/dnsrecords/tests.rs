@@ -72,6 +72,7 @@ fn plan_with(kept: Vec<Selector>) -> ZonePlan {
             web_port: 443,
         },
         keys,
+        revoke_previous: false,
         kept,
         tlsa,
         warnings: Vec::new(),
@@ -249,4 +250,54 @@ fn next_keys_are_safe_to_switch_only_when_visible() {
     // A TLSA record that peers do not use yet does not block the switch.
     let warned = next_verdict(Check::warn("next.tlsa.tls2", "other keys"), Some(&step));
     assert_eq!(warned.status, Status::Warn);
+}
+
+#[test]
+fn previous_keys_are_printed_live_or_revoked() {
+    let mut plan = plan_with(Vec::new());
+    for key in &mut plan.keys {
+        if key.role == KeyRole::Next {
+            key.role = KeyRole::Previous;
+        }
+    }
+    plan.tlsa.retain(|t| t.role != KeyRole::Next);
+    let name = "tls2._mdgate.server1.example.org.";
+    let text = plan.zone_text();
+    assert!(
+        text.contains("Previous keys: no longer used, still live"),
+        "{text}"
+    );
+    let lines = parse_zone(&text);
+    let live = record::parse_key_rrset(&[txt_at(&lines, name)[0].strings.clone()])
+        .unwrap()
+        .unwrap();
+    assert!(!live.is_revoked());
+
+    plan.revoke_previous = true;
+    let text = plan.zone_text();
+    assert!(text.contains("PREVIOUS KEYS, REVOKED"), "{text}");
+    let lines = parse_zone(&text);
+    let revoked = record::parse_key_rrset(&[txt_at(&lines, name)[0].strings.clone()])
+        .unwrap()
+        .unwrap();
+    assert!(revoked.is_revoked());
+    assert_eq!(revoked.usage, KeyUse::Tls);
+    // Still listed, so peers keep the revocation.
+    let index = txt_at(&lines, "_mdgate.server1.example.org.");
+    assert!(index[0].strings[0].contains("tls2"));
+}
+
+#[test]
+fn previous_key_verdicts() {
+    let live = Check::pass("previous.key.sig1", "visible");
+    assert_eq!(previous_verdict(live.clone(), false).status, Status::Pass);
+    assert_eq!(previous_verdict(live, true).status, Status::Warn);
+    let revoked = Check::fail("previous.key.sig1", "revoked in DNS").label("revoked");
+    let v = previous_verdict(revoked, true);
+    assert_eq!(v.status, Status::Pass);
+    assert!(v.reason.starts_with("revoked"));
+    let gone = Check::fail("previous.key.sig1", "NXDOMAIN").label("no_record");
+    assert_eq!(previous_verdict(gone, false).status, Status::Warn);
+    let other = Check::fail("previous.key.sig1", "different").label("key_mismatch");
+    assert_eq!(previous_verdict(other, false).status, Status::Fail);
 }
