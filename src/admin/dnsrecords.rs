@@ -35,6 +35,7 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use futures_util::future::join_all;
 
 use super::checks::{answer_facts, dns_failure, step_detail, Check, Report, Status};
 use super::metrics::Metrics;
@@ -435,7 +436,21 @@ pub async fn check_config(config: &Config, plan: &ZonePlan) -> Result<Report, Dn
 /// decides `ok`); `next` the next keys.
 pub async fn check(plan: &ZonePlan, resolver: &KeyResolver, dns: &config::Dns) -> Report {
     let fqdn = plan.fqdn.as_str();
-    let report = resolver.lookup_report(fqdn).await;
+    // Every name at once, so a failing resolver costs one timeout, not one
+    // per record: the index (with the selectors it lists), each of our
+    // records directly (a next key's record is published before the index
+    // lists it), and TLSA whatever the DNSSEC status (a wrong record in an
+    // unsigned zone turns into refusals the day the zone is signed).
+    let (report, key_probes, kept_probes, tlsa) = tokio::join!(
+        resolver.lookup_report(fqdn),
+        join_all(
+            plan.keys
+                .iter()
+                .map(|k| resolver.probe_key_record(fqdn, &k.selector)),
+        ),
+        join_all(plan.kept.iter().map(|s| resolver.probe_key_record(fqdn, s))),
+        resolver.probe_tlsa(fqdn, plan.index.federation_port),
+    );
     let mut checks = Vec::new();
     let mut next = Vec::new();
 
@@ -480,9 +495,7 @@ pub async fn check(plan: &ZonePlan, resolver: &KeyResolver, dns: &config::Dns) -
         .and_then(|s| s.security)
         .unwrap_or(Security::Unvalidated);
 
-    // Every key, current, next and previous, asked directly.
-    for key in &plan.keys {
-        let probe = resolver.probe_key_record(fqdn, &key.selector).await;
+    for (key, probe) in plan.keys.iter().zip(key_probes) {
         let listed = live.as_ref().is_some_and(|l| l.contains(&key.selector));
         let check = key_check(key, &probe, listed, dns);
         match key.role {
@@ -491,15 +504,11 @@ pub async fn check(plan: &ZonePlan, resolver: &KeyResolver, dns: &config::Dns) -
             KeyRole::Previous => checks.push(previous_verdict(check, plan.revoke_previous)),
         }
     }
-    for selector in &plan.kept {
-        let probe = resolver.probe_key_record(fqdn, selector).await;
+    for (selector, probe) in plan.kept.iter().zip(kept_probes) {
         let listed = live.as_ref().is_some_and(|l| l.contains(selector));
         checks.push(kept_check(selector, &probe, listed, dns));
     }
 
-    // TLSA, whatever the DNSSEC status: a wrong record in an unsigned
-    // zone turns into refusals the day the zone is signed.
-    let tlsa = resolver.probe_tlsa(fqdn, plan.index.federation_port).await;
     let pins: Vec<[u8; 32]> = tlsa
         .records
         .iter()
