@@ -1,6 +1,8 @@
 //! The judging functions on observed facts: clock skew, the identity
 //! answer, refusals, the key document's labels.
 
+use bytes::Bytes;
+
 use super::*;
 
 fn at(secs: u64) -> SystemTime {
