@@ -725,6 +725,22 @@ fn tls_key_check(
         .with("selector", selector)
         .with("sha256", hex::encode(hash));
     }
+    // No live TLS key at all, and some revoked: peers refuse the key as
+    // revoked too (the resolver's rule), whichever key it is.
+    if live.is_empty() && !revoked.is_empty() {
+        return Check::fail(
+            name,
+            format!(
+                "{fqdn}'s DNS publishes no live tls key, and revokes {}: peers refuse the \
+                 presented key (SHA-256 {}) as revoked; the peer must publish its new key \
+                 (`mdgate dns-records` on that server) and present it",
+                join_refs(&revoked),
+                short(&hash)
+            ),
+        )
+        .label("revoked")
+        .with("sha256", hex::encode(hash));
+    }
     let live_names: Vec<&str> = live.iter().map(|(s, _)| s.as_str()).collect();
     let mut reason = format!(
         "the presented key (SHA-256 {}) matches none of the {} live tls record{} ({}): peers \
