@@ -35,7 +35,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+mod authority;
 mod client;
+mod locate;
 pub mod record;
 pub mod resolver;
 pub mod testserver;

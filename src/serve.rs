@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 
 use crate::admin::{self, AdminState, Metrics, Readiness};
 use crate::config::{self, Config, Limits};
+use crate::federation::egress::Egress;
 use crate::federation::Federation;
 use crate::proxy::{ConnInfo, Proxy};
 use crate::tls::{self, CertReloader};
@@ -47,6 +48,8 @@ pub enum ServeError {
     },
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("DNS: {0}")]
+    Dns(crate::dns::DnsError),
     #[error("cannot start worker thread: {0}")]
     Thread(std::io::Error),
 }
@@ -75,6 +78,10 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
+    /// The client for requests to peers (with a federation listener).
+    pub egress: Option<Arc<Egress>>,
+    /// The peer key resolver (with a federation listener).
+    pub resolver: Option<Arc<crate::dns::KeyResolver>>,
     shutdown_tx: watch::Sender<bool>,
     reloadable: Vec<(&'static str, Arc<CertReloader>)>,
     workers: Vec<std::thread::JoinHandle<()>>,
@@ -137,6 +144,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     // TLS material, validated before any socket is bound.
     let mut reloadable = Vec::new();
     let mut federation_gate = None;
+    let mut egress = None;
+    let mut key_resolver = None;
     let public_tls = match &config.public.tls {
         Some(files) => {
             let tls_err = |source| ServeError::Tls {
@@ -160,8 +169,28 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
                 source,
             };
             let certs = Arc::new(CertReloader::new(fed.tls.clone()).map_err(tls_err)?);
-            let gate = Arc::new(tls::PeerGate::new(&fed.trust, None).map_err(tls_err)?);
+            // Peers are located (and, with `trust.dns`, trusted) through DNS.
+            let resolver = Arc::new(
+                crate::dns::KeyResolver::new(&config.dns, metrics.clone()).map_err(ServeError::Dns)?,
+            );
+            let authority: Option<Arc<dyn tls::KeyAuthority>> = if fed.trust.dns {
+                Some(resolver.clone())
+            } else {
+                None
+            };
+            let gate = Arc::new(tls::PeerGate::new(&fed.trust, authority).map_err(tls_err)?);
             federation_gate = Some(gate.clone());
+            egress = Some(Arc::new(
+                Egress::new(
+                    certs.clone(),
+                    gate.clone(),
+                    resolver.clone(),
+                    config.upstream.connect_timeout,
+                    config.upstream.response_timeout,
+                )
+                .map_err(tls_err)?,
+            ));
+            key_resolver = Some(resolver);
             let server =
                 tls::federation_server_config(certs.clone(), gate.verifier()).map_err(tls_err)?;
             reloadable.push(("federation", certs.clone()));
@@ -304,6 +333,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         admin_addr,
         metrics,
         readiness,
+        egress,
+        resolver: key_resolver,
         shutdown_tx,
         reloadable,
         workers,

@@ -254,6 +254,11 @@ impl KeyResolver {
     }
 
     /// The peer's keys, from the cache when possible.
+    /// The DNS client behind the cache (for address lookups).
+    pub(crate) fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
     pub async fn peer_keys(&self, fqdn: &str) -> Result<Arc<PeerKeys>, DnsError> {
         let fqdn = normalise(fqdn)?;
         self.inner.resolve(&fqdn, None).await.map(|(keys, _)| keys)

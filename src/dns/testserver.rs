@@ -237,6 +237,15 @@ impl TestDnsServer {
         self.replace(name, RecordType::TLSA, rdatas)
     }
 
+    /// Replaces the A RRset at `name`.
+    pub async fn set_a(&self, name: &str, addrs: &[Ipv4Addr]) -> Result<(), TestServerError> {
+        let rdatas = addrs
+            .iter()
+            .map(|ip| RData::A(hickory_proto::rr::rdata::A(*ip)))
+            .collect();
+        self.replace(name, RecordType::A, rdatas)
+    }
+
     /// Removes every record at `name`.
     pub async fn remove(&self, name: &str) -> Result<(), TestServerError> {
         let name = parse_name(name)?;
