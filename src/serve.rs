@@ -171,7 +171,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             let certs = Arc::new(CertReloader::new(fed.tls.clone()).map_err(tls_err)?);
             // Peers are located (and, with `trust.dns`, trusted) through DNS.
             let resolver = Arc::new(
-                crate::dns::KeyResolver::new(&config.dns, metrics.clone()).map_err(ServeError::Dns)?,
+                crate::dns::KeyResolver::new(&config.dns, metrics.clone())
+                    .map_err(ServeError::Dns)?,
             );
             let authority: Option<Arc<dyn tls::KeyAuthority>> = if fed.trust.dns {
                 Some(resolver.clone())

@@ -12,7 +12,10 @@ impl KeyResolver {
         let keys = self.peer_keys(fqdn).await?;
         let port = keys.index.federation_port;
         let ips = self.lookup_ip(fqdn).await?;
-        Ok(ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect())
+        Ok(ips
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect())
     }
 
     /// The addresses of `fqdn` (A, else AAAA). Not cached here: the
@@ -32,7 +35,9 @@ impl KeyResolver {
             QueryOutcome::Failed(QueryFailure::Bogus) => Err(DnsError::Bogus { name }),
             QueryOutcome::Failed(QueryFailure::ServFail) => Err(DnsError::ServFail { name }),
             QueryOutcome::Failed(QueryFailure::Timeout) => Err(DnsError::Timeout { name }),
-            QueryOutcome::Failed(QueryFailure::Other(detail)) => Err(DnsError::Other { name, detail }),
+            QueryOutcome::Failed(QueryFailure::Other(detail)) => {
+                Err(DnsError::Other { name, detail })
+            }
         }
     }
 }

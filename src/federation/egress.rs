@@ -102,7 +102,11 @@ impl hyper::rt::Read for PeerStream {
 }
 
 impl hyper::rt::Write for PeerStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
@@ -155,15 +159,15 @@ impl Connector {
                 source,
             })?;
         let tcp = self.tcp(&fqdn, &addrs).await?;
-        let stream = self
-            .tls
-            .connect(name.clone(), tcp)
-            .await
-            .map_err(|e| EgressError::Handshake {
-                fqdn: fqdn.clone(),
-                reason: tls::handshake_failure_reason(&e),
-                detail: e.to_string(),
-            })?;
+        let stream =
+            self.tls
+                .connect(name.clone(), tcp)
+                .await
+                .map_err(|e| EgressError::Handshake {
+                    fqdn: fqdn.clone(),
+                    reason: tls::handshake_failure_reason(&e),
+                    detail: e.to_string(),
+                })?;
         let session = stream.get_ref().1;
         let chain = session.peer_certificates().unwrap_or(&[]);
         let refused = |reason| EgressError::Refused {
@@ -180,7 +184,10 @@ impl Connector {
             let leaf = chain.first().ok_or_else(|| refused("no_certificate"))?;
             tls::peer_identity(leaf).map_err(|_| refused("identity"))?
         };
-        self.gate.admit(&peer, chain, Some(&name)).await.map_err(refused)?;
+        self.gate
+            .admit(&peer, chain, Some(&name))
+            .await
+            .map_err(refused)?;
         Ok(PeerStream {
             io: TokioIo::new(stream),
             peer,
@@ -271,29 +278,33 @@ impl Egress {
         path: &str,
         body: Option<Bytes>,
     ) -> Result<PeerResponse, EgressError> {
-        let uri: Uri = format!("https://{fqdn}{path}")
-            .parse()
-            .map_err(|_| EgressError::InvalidName { fqdn: fqdn.to_owned() })?;
+        let uri: Uri =
+            format!("https://{fqdn}{path}")
+                .parse()
+                .map_err(|_| EgressError::InvalidName {
+                    fqdn: fqdn.to_owned(),
+                })?;
         let mut req = Request::builder().method(method).uri(uri);
         if body.is_some() {
             req = req.header(http::header::CONTENT_TYPE, "application/json");
         }
-        let req = req
-            .body(Full::new(body.unwrap_or_default()))
-            .map_err(|e| EgressError::Exchange {
-                fqdn: fqdn.to_owned(),
-                detail: e.to_string(),
-            })?;
-        let response = match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
-            Err(_) => {
-                return Err(EgressError::Timeout {
+        let req =
+            req.body(Full::new(body.unwrap_or_default()))
+                .map_err(|e| EgressError::Exchange {
                     fqdn: fqdn.to_owned(),
-                    timeout: self.response_timeout,
-                })
-            }
-            Ok(Err(e)) => return Err(unwrap_connect_error(fqdn, e)),
-            Ok(Ok(r)) => r,
-        };
+                    detail: e.to_string(),
+                })?;
+        let response =
+            match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+                Err(_) => {
+                    return Err(EgressError::Timeout {
+                        fqdn: fqdn.to_owned(),
+                        timeout: self.response_timeout,
+                    })
+                }
+                Ok(Err(e)) => return Err(unwrap_connect_error(fqdn, e)),
+                Ok(Ok(r)) => r,
+            };
         Ok(PeerResponse {
             peer: response.extensions().get::<PeerId>().cloned(),
             response,

@@ -8,6 +8,7 @@ mod emulator;
 mod fake;
 mod federation_listener;
 mod gate;
+mod peers;
 mod process;
 mod proxy;
 mod support;
