@@ -84,6 +84,16 @@ struct Server {
 
 impl Server {
     async fn start(fqdn: &str, upstream: &str, dns: &TestDnsServer, extra_trust: &str) -> Server {
+        Self::start_with(fqdn, upstream, dns, extra_trust, "").await
+    }
+
+    async fn start_with(
+        fqdn: &str,
+        upstream: &str,
+        dns: &TestDnsServer,
+        extra_trust: &str,
+        extra_dns: &str,
+    ) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let key = key_for(fqdn);
         gate::write_pair(dir.path(), "fed", &key.cert, &key.key);
@@ -93,6 +103,7 @@ impl Server {
             upstream,
             &dns.addr().to_string(),
             extra_trust,
+            extra_dns,
         );
         let path = dir.path().join("mdgate.toml");
         std::fs::write(&path, text).unwrap();
@@ -137,7 +148,14 @@ impl Server {
     }
 }
 
-fn config(dir: &Path, fqdn: &str, upstream: &str, dns: &str, extra_trust: &str) -> String {
+fn config(
+    dir: &Path,
+    fqdn: &str,
+    upstream: &str,
+    dns: &str,
+    extra_trust: &str,
+    extra_dns: &str,
+) -> String {
     format!(
         r#"
 [server]
@@ -171,6 +189,7 @@ min_ttl = "1s"
 max_ttl = "1s"
 negative_ttl = "1s"
 stale_if_error = "3s"
+{extra_dns}
 
 [admin]
 listen = "127.0.0.1:0"
@@ -491,4 +510,40 @@ async fn many_connections_from_a_new_peer_cause_one_lookup() {
     if let Ok(b) = Arc::try_unwrap(b) {
         b.stop().await;
     }
+}
+
+#[tokio::test]
+async fn a_dnssec_bogus_answer_is_refused_when_validating() {
+    let up = Upstream::start().await;
+    let dns = TestDnsServer::builder()
+        .signed_zone("test")
+        .start()
+        .await
+        .unwrap();
+    dns.set_ttl(1);
+    let dir = tempfile::tempdir().unwrap();
+    let anchor = dir.path().join("anchor.txt");
+    dns.write_trust_anchor("test", &anchor).unwrap();
+    let extra = format!(
+        "dnssec = \"validate\"\ntrust_anchor_file = \"{}\"",
+        anchor.display()
+    );
+    let b = Server::start_with("b.test", up.base(), &dns, "", &extra).await;
+    let s = key_for("s.test");
+    publish(&dns, "s.test", 1, &[("tls1", Some(&s))]).await;
+    knock(&b, &s.cert, &s.key)
+        .await
+        .expect("secure and published");
+
+    // An on-path forgery: the index changed, the signatures did not.
+    dns.tamper_txt("_mdgate.s.test.", &["v=mdgate1; s=tls1,evil"])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        knock(&b, &s.cert, &s.key).await.is_err(),
+        "bogus answers refuse"
+    );
+    assert!(b.failures("dnssec_bogus").await >= 1.0);
+    b.stop().await;
 }
