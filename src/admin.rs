@@ -1,10 +1,15 @@
-//! The admin listener: `/live`, `/ready` and `/metrics`.
+//! The admin listener: `/live`, `/ready` and `/metrics`; and the admin
+//! commands: `keygen`, `dns-records` (with `--check`) and `check-peer`,
+//! whose reports share [`checks`].
 //!
-//! It binds to loopback by default and serves plain HTTP/1.1. Readiness is a
+//! The listener binds to loopback by default and serves plain HTTP/1.1. Readiness is a
 //! set of flags that the serving loop updates (store open, upstream answered,
 //! not draining); this module only reads them, so it needs no access to the
 //! store or the upstream itself.
 
+pub mod checkpeer;
+pub mod checks;
+pub mod dnsrecords;
 pub mod keygen;
 pub mod metrics;
 

@@ -157,6 +157,9 @@ pub struct PeerTrust {
     pub allow: Vec<String>,
     /// Peer FQDNs always refused (normalised).
     pub deny: Vec<String>,
+    /// CAs for peers' public HTTPS certificates (their key documents);
+    /// `None`: the system's roots. Not a source of trust in peers' keys.
+    pub web_ca_file: Option<PathBuf>,
 }
 
 impl PeerTrust {
@@ -233,6 +236,11 @@ pub struct Keys {
     pub next_signing: Option<SigningKeyFile>,
     /// The next TLS key during a rotation.
     pub next_tls: Option<NextTlsKey>,
+    /// After a switch, the signing key that was current: still published
+    /// (tokens it signed are still in use) until it is revoked.
+    pub previous_signing: Option<SigningKeyFile>,
+    /// After a switch, the TLS key that was current.
+    pub previous_tls: Option<NextTlsKey>,
     /// How far token times may be off this server's clock.
     pub clock_skew: Duration,
 }
@@ -244,8 +252,10 @@ pub struct SigningKeyFile {
     pub selector: String,
 }
 
-/// The next TLS key: its selector and the certificate that carries it (the
-/// private key is not needed until the switch).
+/// A TLS key that is not the one presented (the next one of a rotation, or
+/// the previous one after a switch): its selector and the certificate that
+/// carries it (DNS pins that certificate's key; its private key is not
+/// needed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NextTlsKey {
     pub selector: String,

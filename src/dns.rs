@@ -35,9 +35,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+pub mod addr;
 mod authority;
 mod client;
 mod locate;
+pub mod probe;
 pub mod record;
 pub mod resolver;
 pub mod testserver;

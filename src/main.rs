@@ -91,6 +91,62 @@ enum Command {
         #[arg(long)]
         next: bool,
     },
+    /// Print the DNS records to publish for this server's keys (zone-file
+    /// lines), or with --check, look up what is live and compare.
+    DnsRecords {
+        #[arg(
+            short = 'c',
+            long = "config",
+            default_value = "/etc/mdgate/mdgate.toml"
+        )]
+        config: PathBuf,
+        /// Look the records up through the [dns] resolvers and compare them
+        /// with this server's keys; exit 0 only when every current key is
+        /// visible.
+        #[arg(long)]
+        check: bool,
+        /// With --check: print the report as JSON.
+        #[arg(long, requires = "check")]
+        json: bool,
+        /// The federation port peers reach (fp=, TLSA), if not the one
+        /// [federation] listens on (NAT, port forwarding).
+        #[arg(long)]
+        federation_port: Option<u16>,
+        /// The HTTPS port of the key document (wp=), if not the one
+        /// [public] listens on.
+        #[arg(long)]
+        web_port: Option<u16>,
+        /// Keep this selector listed in the index although the
+        /// configuration no longer names it (a previous key after a switch,
+        /// or a revoked one). Repeatable.
+        #[arg(long, value_name = "SELECTOR")]
+        keep: Vec<String>,
+        /// TTL of the records, in seconds.
+        #[arg(long, default_value_t = mdgate::admin::dnsrecords::DEFAULT_TTL)]
+        ttl: u32,
+    },
+    /// Check a peer as this server sees it: its DNS records (DNSSEC,
+    /// SERVFAIL, timeouts told apart), its federation port (TLS, the
+    /// certificate's name and key against DNS and TLSA, whether it admits
+    /// us), its clock, and its key document against DNS. Exit 0 when no
+    /// check failed. Give this server's own FQDN to see what peers see.
+    CheckPeer {
+        #[arg(
+            short = 'c',
+            long = "config",
+            default_value = "/etc/mdgate/mdgate.toml"
+        )]
+        config: PathBuf,
+        /// The peer's server name.
+        fqdn: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Seconds allowed for each network step (connect, handshake,
+        /// response).
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -168,6 +224,49 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::DnsRecords {
+            config,
+            check,
+            json,
+            federation_port,
+            web_port,
+            keep,
+            ttl,
+        } => {
+            let cfg = match config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{}", e.report());
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+            };
+            let args = mdgate::admin::dnsrecords::DnsRecordsArgs {
+                federation_port,
+                web_port,
+                keep,
+                ttl,
+            };
+            dns_records(&cfg, &args, check, json)
+        }
+        Command::CheckPeer {
+            config,
+            fqdn,
+            json,
+            timeout,
+        } => {
+            let cfg = match config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{}", e.report());
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+            };
+            let args = mdgate::admin::checkpeer::CheckPeerArgs {
+                fqdn,
+                timeout: std::time::Duration::from_secs(timeout.max(1)),
+            };
+            check_peer(&cfg, &args, json)
+        }
         Command::Demo { dir, once } => {
             mdgate::logging::init(&config::Log {
                 format: LogFormat::Text,
@@ -179,6 +278,87 @@ fn main() -> ExitCode {
                     .map_err(|e| e.to_string())
             })
         }
+    }
+}
+
+/// `mdgate dns-records`: the zone lines, or with `check` the report.
+fn dns_records(
+    cfg: &config::Config,
+    args: &mdgate::admin::dnsrecords::DnsRecordsArgs,
+    check: bool,
+    json: bool,
+) -> ExitCode {
+    use mdgate::admin::dnsrecords;
+    let plan = match dnsrecords::plan(cfg, args) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("mdgate: dns-records: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    for warning in &plan.warnings {
+        eprintln!("mdgate: warning: {warning}");
+    }
+    if !check {
+        print!("{}", plan.zone_text());
+        return ExitCode::SUCCESS;
+    }
+    let mut ok = false;
+    let status = run_async(async {
+        let report = dnsrecords::check_config(cfg, &plan)
+            .await
+            .map_err(|e| format!("dns-records --check: {e}"))?;
+        if json {
+            println!("{}", report.to_json());
+        } else {
+            println!(
+                "mdgate dns-records --check {} (resolvers: {}; DNSSEC {})\n",
+                report.fqdn,
+                mdgate::admin::checks::resolvers(&cfg.dns),
+                match cfg.dns.dnssec {
+                    config::DnssecMode::Off => "off",
+                    config::DnssecMode::Validate => "validate",
+                }
+            );
+            print!("{}", report.human("Next keys (rotation):"));
+            println!("\n{}", dnsrecords::summary(&report).trim_end());
+        }
+        ok = report.ok;
+        Ok(())
+    });
+    if status == ExitCode::SUCCESS && !ok {
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        status
+    }
+}
+
+/// `mdgate check-peer`: the report, and exit 1 when a check failed.
+fn check_peer(
+    cfg: &config::Config,
+    args: &mdgate::admin::checkpeer::CheckPeerArgs,
+    json: bool,
+) -> ExitCode {
+    use mdgate::admin::checkpeer;
+    let mut ok = false;
+    let status = run_async(async {
+        let report = checkpeer::check_peer(cfg, args, std::time::SystemTime::now)
+            .await
+            .map_err(|e| format!("check-peer: {e}"))?;
+        if json {
+            println!("{}", report.to_json());
+        } else {
+            println!("{}\n", checkpeer::header(cfg, &report));
+            print!("{}", report.human(""));
+            println!("\n{}: {}", report.fqdn, report.tally());
+        }
+        ok = report.ok;
+        Ok(())
+    });
+    if status == ExitCode::SUCCESS && !ok {
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        status
     }
 }
 

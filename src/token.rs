@@ -14,6 +14,8 @@
 //! * `keydoc`: the key document served at `/.well-known/mdgate/keys`
 //!   ([`KeyDocument`]), and [`compare`], which checks it against what DNS
 //!   publishes.
+//! * [`publish`]: this server's own keys as the configuration names them,
+//!   and [`publish::key_document`], the signed document to serve.
 //!
 //! Everything here is pure: the current time comes in as a parameter, no
 //! I/O happens except [`SigningKey::load`] reading its file, and the only
@@ -26,6 +28,7 @@
 mod jws;
 mod key;
 mod keydoc;
+pub mod publish;
 
 pub use jws::{
     parse, sign, Expect, Header, JwtError, SignError, TimeClaims, Unverified, Verified,

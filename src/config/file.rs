@@ -200,6 +200,9 @@ pub struct TrustSection {
     pub allow: Vec<String>,
     /// Peer FQDNs always refused. Default empty.
     pub deny: Vec<String>,
+    /// PEM bundle of CAs for peers' public HTTPS (the key document at
+    /// `/.well-known/mdgate/keys`). Default none: the system's roots.
+    pub web_ca_file: Option<PathBuf>,
 }
 
 /// `[admin]`.
@@ -298,6 +301,13 @@ pub struct KeysSection {
     /// (whose key is what DNS pins). Both or neither.
     pub next_tls_selector: Option<String>,
     pub next_tls_cert_file: Option<PathBuf>,
+    /// After a switch: the keys that were current until then, still
+    /// published in DNS (and listed as retired in the key document) until
+    /// they are revoked. Pairs as for the next keys.
+    pub previous_signing_key_file: Option<PathBuf>,
+    pub previous_signing_selector: Option<String>,
+    pub previous_tls_selector: Option<String>,
+    pub previous_tls_cert_file: Option<PathBuf>,
     /// Tolerance for peers' clocks on token times. Default 60s.
     pub clock_skew: DurationValue,
 }
@@ -312,6 +322,10 @@ impl Default for KeysSection {
             next_signing_selector: None,
             next_tls_selector: None,
             next_tls_cert_file: None,
+            previous_signing_key_file: None,
+            previous_signing_selector: None,
+            previous_tls_selector: None,
+            previous_tls_cert_file: None,
             clock_skew: DurationValue(crate::token::DEFAULT_CLOCK_SKEW),
         }
     }

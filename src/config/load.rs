@@ -179,6 +179,16 @@ pub fn summary(config: &Config) -> String {
             if !next.is_empty() {
                 keys.push_str(&format!(" (next {})", next.join(" ")));
             }
+            let previous: Vec<&str> = [
+                k.previous_signing.as_ref().map(|n| n.selector.as_str()),
+                k.previous_tls.as_ref().map(|n| n.selector.as_str()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            if !previous.is_empty() {
+                keys.push_str(&format!(" (previous {})", previous.join(" ")));
+            }
             keys
         }
         None => String::new(),
@@ -558,7 +568,15 @@ impl Validator<'_> {
                 self.ok(&key, parse_pin(pin).map_err(ErrorKind::Invalid))
             })
             .collect();
+        let web_ca_file = trust
+            .web_ca_file
+            .as_ref()
+            .map(|path| self.readable_file("federation.trust.web_ca_file", path));
         let ca_file = match ca_file {
+            Some(path) => Some(path?),
+            None => None,
+        };
+        let web_ca_file = match web_ca_file {
             Some(path) => Some(path?),
             None => None,
         };
@@ -568,6 +586,7 @@ impl Validator<'_> {
             dns: trust.dns,
             allow: allow?,
             deny: deny?,
+            web_ca_file,
         })
     }
 
@@ -722,6 +741,16 @@ impl Validator<'_> {
         };
         let next_signing = self.next_signing(k);
         let next_tls = self.next_tls(k);
+        let previous_signing = self.optional_signing(
+            "previous",
+            k.previous_signing_key_file.as_ref(),
+            k.previous_signing_selector.as_deref(),
+        );
+        let previous_tls = self.optional_tls(
+            "previous",
+            k.previous_tls_selector.as_deref(),
+            k.previous_tls_cert_file.as_ref(),
+        );
         let clock_skew = self.clock_skew(k.clock_skew);
 
         let signing = SigningKeyFile {
@@ -731,6 +760,8 @@ impl Validator<'_> {
         let tls_selector = tls_selector?;
         let next_signing = next_signing?;
         let next_tls = next_tls?;
+        let previous_signing = previous_signing?;
+        let previous_tls = previous_tls?;
         // All selectors share one name space (`<selector>._mdgate.<fqdn>`).
         let mut seen: Vec<(&str, &str)> = Vec::new();
         let mut duplicate = None;
@@ -744,6 +775,14 @@ impl Validator<'_> {
             (
                 "keys.next_tls_selector",
                 next_tls.as_ref().map(|n| n.selector.as_str()),
+            ),
+            (
+                "keys.previous_signing_selector",
+                previous_signing.as_ref().map(|n| n.selector.as_str()),
+            ),
+            (
+                "keys.previous_tls_selector",
+                previous_tls.as_ref().map(|n| n.selector.as_str()),
             ),
         ] {
             let Some(selector) = selector else { continue };
@@ -766,18 +805,46 @@ impl Validator<'_> {
             tls_selector,
             next_signing,
             next_tls,
+            previous_signing,
+            previous_tls,
             clock_skew: clock_skew?,
         })
     }
 
     /// `Some(None)`: no next signing key; `None`: an error was recorded.
     fn next_signing(&mut self, k: &KeysSection) -> Option<Option<SigningKeyFile>> {
-        match (&k.next_signing_key_file, k.next_signing_selector.as_deref()) {
+        self.optional_signing(
+            "next",
+            k.next_signing_key_file.as_ref(),
+            k.next_signing_selector.as_deref(),
+        )
+    }
+
+    /// `Some(None)`: no next TLS key; `None`: an error was recorded.
+    fn next_tls(&mut self, k: &KeysSection) -> Option<Option<NextTlsKey>> {
+        self.optional_tls(
+            "next",
+            k.next_tls_selector.as_deref(),
+            k.next_tls_cert_file.as_ref(),
+        )
+    }
+
+    /// The `<prefix>_signing_key_file` / `<prefix>_signing_selector` pair:
+    /// both or neither.
+    fn optional_signing(
+        &mut self,
+        prefix: &str,
+        file: Option<&PathBuf>,
+        selector: Option<&str>,
+    ) -> Option<Option<SigningKeyFile>> {
+        let file_key = format!("{prefix}_signing_key_file");
+        let selector_key = format!("{prefix}_signing_selector");
+        match (file, selector) {
             (None, None) => Some(None),
             (Some(path), Some(selector)) => {
-                let selector = self.selector("keys.next_signing_selector", selector);
+                let selector = self.selector(&format!("keys.{selector_key}"), selector);
                 let key_file =
-                    self.signing_key_file("keys.next_signing_key_file", path, selector.as_deref());
+                    self.signing_key_file(&format!("keys.{file_key}"), path, selector.as_deref());
                 Some(Some(SigningKeyFile {
                     key_file: key_file?,
                     selector: selector?,
@@ -785,32 +852,36 @@ impl Validator<'_> {
             }
             (Some(_), None) => {
                 self.error(
-                    "keys.next_signing_key_file",
-                    ErrorKind::Missing(
-                        "next_signing_selector is required with next_signing_key_file".to_owned(),
-                    ),
+                    &format!("keys.{file_key}"),
+                    ErrorKind::Missing(format!("{selector_key} is required with {file_key}")),
                 );
                 None
             }
             (None, Some(_)) => {
                 self.error(
-                    "keys.next_signing_selector",
-                    ErrorKind::Missing(
-                        "next_signing_key_file is required with next_signing_selector".to_owned(),
-                    ),
+                    &format!("keys.{selector_key}"),
+                    ErrorKind::Missing(format!("{file_key} is required with {selector_key}")),
                 );
                 None
             }
         }
     }
 
-    /// `Some(None)`: no next TLS key; `None`: an error was recorded.
-    fn next_tls(&mut self, k: &KeysSection) -> Option<Option<NextTlsKey>> {
-        match (k.next_tls_selector.as_deref(), &k.next_tls_cert_file) {
+    /// The `<prefix>_tls_selector` / `<prefix>_tls_cert_file` pair: both
+    /// or neither.
+    fn optional_tls(
+        &mut self,
+        prefix: &str,
+        selector: Option<&str>,
+        file: Option<&PathBuf>,
+    ) -> Option<Option<NextTlsKey>> {
+        let selector_key = format!("{prefix}_tls_selector");
+        let file_key = format!("{prefix}_tls_cert_file");
+        match (selector, file) {
             (None, None) => Some(None),
             (Some(selector), Some(path)) => {
-                let selector = self.selector("keys.next_tls_selector", selector);
-                let cert_file = self.readable_file("keys.next_tls_cert_file", path);
+                let selector = self.selector(&format!("keys.{selector_key}"), selector);
+                let cert_file = self.readable_file(&format!("keys.{file_key}"), path);
                 Some(Some(NextTlsKey {
                     selector: selector?,
                     cert_file: cert_file?,
@@ -818,21 +889,18 @@ impl Validator<'_> {
             }
             (Some(_), None) => {
                 self.error(
-                    "keys.next_tls_selector",
-                    ErrorKind::Missing(
-                        "next_tls_cert_file is required with next_tls_selector: DNS pins the \
-                         key of that certificate"
-                            .to_owned(),
-                    ),
+                    &format!("keys.{selector_key}"),
+                    ErrorKind::Missing(format!(
+                        "{file_key} is required with {selector_key}: DNS pins the key of that \
+                         certificate"
+                    )),
                 );
                 None
             }
             (None, Some(_)) => {
                 self.error(
-                    "keys.next_tls_cert_file",
-                    ErrorKind::Missing(
-                        "next_tls_selector is required with next_tls_cert_file".to_owned(),
-                    ),
+                    &format!("keys.{file_key}"),
+                    ErrorKind::Missing(format!("{selector_key} is required with {file_key}")),
                 );
                 None
             }

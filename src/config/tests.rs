@@ -1149,6 +1149,8 @@ fn keys_with_defaults() {
             tls_selector: "tls2026a".into(),
             next_signing: None,
             next_tls: None,
+            previous_signing: None,
+            previous_tls: None,
             clock_skew: Duration::from_secs(60),
         }
     );
@@ -1184,6 +1186,48 @@ fn keys_with_next_keys_during_rotation() {
         "{}",
         summary(&c)
     );
+}
+
+#[test]
+fn keys_with_previous_keys_after_a_switch() {
+    let fx = Fixture::new();
+    fx.signing_key("old.key", 0o600);
+    fx.write("old-tls.crt", "CERT", 0o644);
+    let extra =
+        "previous_signing_key_file = \"old.key\"\nprevious_signing_selector = \"sig2025a\"\n\
+                 previous_tls_selector = \"tls2025a\"\nprevious_tls_cert_file = \"old-tls.crt\"\n";
+    let c = fx.load(&with_keys(&fx, extra)).expect("valid");
+    let keys = c.keys.clone().expect("keys");
+    assert_eq!(
+        keys.previous_signing,
+        Some(SigningKeyFile {
+            key_file: fx.path("old.key"),
+            selector: "sig2025a".into(),
+        })
+    );
+    assert_eq!(
+        keys.previous_tls,
+        Some(NextTlsKey {
+            selector: "tls2025a".into(),
+            cert_file: fx.path("old-tls.crt"),
+        })
+    );
+    assert!(
+        summary(&c).ends_with(", keys sig2026a tls2026a (previous sig2025a tls2025a)"),
+        "{}",
+        summary(&c)
+    );
+    // Pairs are both-or-neither, and selectors stay distinct.
+    let e = fx.error(&with_keys(&fx, "previous_tls_selector = \"tls2025a\"\n"));
+    assert_eq!(e.key.as_deref(), Some("keys.previous_tls_selector"));
+    assert!(
+        e.to_string().contains("previous_tls_cert_file is required"),
+        "{e}"
+    );
+    let clash =
+        "previous_signing_key_file = \"old.key\"\nprevious_signing_selector = \"sig2026a\"\n";
+    let e = fx.error(&with_keys(&fx, clash));
+    assert_eq!(e.key.as_deref(), Some("keys.previous_signing_selector"));
 }
 
 #[test]
@@ -1415,6 +1459,7 @@ fn example_mentions_every_key() {
             trust: Some(TrustSection {
                 ca_file: Some("ca".into()),
                 pinned_spki_sha256: vec![String::new()],
+                web_ca_file: Some("w".into()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -1441,6 +1486,10 @@ fn example_mentions_every_key() {
             next_signing_selector: Some("s".into()),
             next_tls_selector: Some("t".into()),
             next_tls_cert_file: Some("c".into()),
+            previous_signing_key_file: Some("k".into()),
+            previous_signing_selector: Some("s".into()),
+            previous_tls_selector: Some("t".into()),
+            previous_tls_cert_file: Some("c".into()),
             ..Default::default()
         }),
         ..Default::default()

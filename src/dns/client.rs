@@ -136,30 +136,6 @@ impl Client {
         .await
     }
 
-    /// A and AAAA records at `name` (absolute), A first.
-    pub(crate) async fn ips(&self, name: &str) -> QueryOutcome<std::net::IpAddr> {
-        let v4 = self
-            .query(name, RecordType::A, |data| match data {
-                RData::A(a) => Some(std::net::IpAddr::V4(a.0)),
-                _ => None,
-            })
-            .await;
-        if let QueryOutcome::Answer { .. } = v4 {
-            return v4;
-        }
-        let v6 = self
-            .query(name, RecordType::AAAA, |data| match data {
-                RData::AAAA(a) => Some(std::net::IpAddr::V6(a.0)),
-                _ => None,
-            })
-            .await;
-        match v6 {
-            QueryOutcome::Answer { .. } => v6,
-            // Report the IPv4 outcome (NXDOMAIN, failure) when neither answered.
-            _ => v4,
-        }
-    }
-
     /// TLSA records at `name` (absolute).
     pub(crate) async fn tlsa(&self, name: &str) -> QueryOutcome<Tlsa> {
         self.query(name, RecordType::TLSA, |data| match data {
@@ -174,7 +150,7 @@ impl Client {
         .await
     }
 
-    async fn query<T>(
+    pub(super) async fn query<T>(
         &self,
         name: &str,
         record_type: RecordType,

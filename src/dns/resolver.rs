@@ -254,11 +254,6 @@ impl KeyResolver {
     }
 
     /// The peer's keys, from the cache when possible.
-    /// The DNS client behind the cache (for address lookups).
-    pub(crate) fn client(&self) -> &Client {
-        &self.inner.client
-    }
-
     pub async fn peer_keys(&self, fqdn: &str) -> Result<Arc<PeerKeys>, DnsError> {
         let fqdn = normalise(fqdn)?;
         self.inner.resolve(&fqdn, None).await.map(|(keys, _)| keys)
@@ -287,6 +282,12 @@ impl KeyResolver {
             self.inner.metrics.peer_key_refusal(refusal.as_str());
         }
         result
+    }
+
+    /// The DNS client, for the one-off lookups in `dns::addr` and
+    /// `dns::probe` (which bypass the cache as `lookup_report` does).
+    pub(super) fn client(&self) -> &Client {
+        &self.inner.client
     }
 
     /// Every query for `fqdn`, made now, bypassing and not touching the

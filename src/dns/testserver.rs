@@ -31,7 +31,8 @@
 //!   per [`Mode`].
 //!
 //! Records change at runtime ([`TestDnsServer::set_txt`],
-//! [`TestDnsServer::remove`], [`TestDnsServer::set_tlsa`]); a signed zone
+//! [`TestDnsServer::remove`], [`TestDnsServer::set_tlsa`],
+//! [`TestDnsServer::set_a`]); a signed zone
 //! (from [`TestDnsServerBuilder::signed_zone`], with a fresh Ed25519 key)
 //! is re-signed after every change. [`TestDnsServer::trust_anchor`] gives
 //! the DNSKEY line a validating resolver needs in its
@@ -237,13 +238,36 @@ impl TestDnsServer {
         self.replace(name, RecordType::TLSA, rdatas)
     }
 
-    /// Replaces the A RRset at `name`.
-    pub async fn set_a(&self, name: &str, addrs: &[Ipv4Addr]) -> Result<(), TestServerError> {
-        let rdatas = addrs
+    /// Replaces the A and AAAA RRsets at `name` with these addresses (an
+    /// empty list removes both).
+    pub async fn set_addrs(
+        &self,
+        name: &str,
+        addrs: &[std::net::IpAddr],
+    ) -> Result<(), TestServerError> {
+        use hickory_proto::rr::rdata::{A, AAAA};
+        use std::net::IpAddr;
+        let v4 = addrs
             .iter()
-            .map(|ip| RData::A(hickory_proto::rr::rdata::A(*ip)))
+            .filter_map(|ip| match ip {
+                IpAddr::V4(v4) => Some(RData::A(A(*v4))),
+                IpAddr::V6(_) => None,
+            })
             .collect();
-        self.replace(name, RecordType::A, rdatas)
+        let v6 = addrs
+            .iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V6(v6) => Some(RData::AAAA(AAAA(*v6))),
+                IpAddr::V4(_) => None,
+            })
+            .collect();
+        self.replace(name, RecordType::A, v4)?;
+        self.replace(name, RecordType::AAAA, v6)
+    }
+
+    /// Replaces the A RRset at `name` with one address.
+    pub async fn set_a(&self, name: &str, ip: Ipv4Addr) -> Result<(), TestServerError> {
+        self.set_addrs(name, &[ip.into()]).await
     }
 
     /// Removes every record at `name`.

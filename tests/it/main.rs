@@ -6,9 +6,11 @@
 mod admin;
 mod emulator;
 mod fake;
+mod fed;
 mod federation_listener;
 mod gate;
 mod peers;
+mod peertools;
 mod process;
 mod proxy;
 mod support;

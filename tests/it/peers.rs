@@ -69,7 +69,7 @@ async fn publish(dns: &TestDnsServer, fqdn: &str, port: u16, selectors: &[(&str,
             .await
             .unwrap();
     }
-    dns.set_a(&format!("{fqdn}."), &[Ipv4Addr::LOCALHOST])
+    dns.set_a(&format!("{fqdn}."), Ipv4Addr::LOCALHOST)
         .await
         .unwrap();
 }
