@@ -50,6 +50,8 @@ pub enum ServeError {
     Store(#[from] crate::store::StoreError),
     #[error("DNS: {0}")]
     Dns(crate::dns::DnsError),
+    #[error("key document: {0}")]
+    KeyDocument(String),
     #[error("cannot start worker thread: {0}")]
     Thread(std::io::Error),
 }
@@ -206,6 +208,22 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         tracing::info!(listener = *name, cert.spki_sha256 = %hex::encode(certs.spki_sha256()), "certificate loaded");
     }
 
+    // This server's signed key document, when it has keys.
+    let key_document = match &config.keys {
+        Some(_) => {
+            let doc = crate::token::publish::key_document(&config, std::time::SystemTime::now())
+                .map_err(|e| ServeError::KeyDocument(e.to_string()))?;
+            let cell = Arc::new(std::sync::RwLock::new(Some(bytes::Bytes::from(doc))));
+            background.spawn(resign_key_document(
+                config.clone(),
+                cell.clone(),
+                shutdown_rx.clone(),
+            ));
+            Some(cell)
+        }
+        None => None,
+    };
+
     // Sockets.
     let n = worker_count(&config.runtime);
     let public_socks = bind_reuseport("public", config.public.listen, n)?;
@@ -266,6 +284,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         let public_spec = public_spec.clone();
         let metrics = metrics.clone();
         let federation = federation.clone();
+        let key_document = key_document.clone();
         let shutdown = shutdown_rx.clone();
         let drain = config.runtime.drain_timeout;
         let handle = std::thread::Builder::new()
@@ -279,7 +298,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
                     }
                 };
                 rt.block_on(async move {
-                    let proxy = Arc::new(Proxy::new(&upstream, &public_spec.limits, metrics.clone()));
+                    let proxy = Arc::new(Proxy::new(
+                        &upstream,
+                        &public_spec.limits,
+                        metrics.clone(),
+                        key_document,
+                    ));
                     let mut loops = JoinSet::new();
                     match TcpListener::from_std(public_sock) {
                         Ok(l) => {
@@ -657,6 +681,31 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     running.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Re-signs the key document twice a day (it is valid for days), keeping
+/// the last good one when signing fails.
+async fn resign_key_document(
+    config: Config,
+    cell: Arc<crate::proxy::KeyDocumentCell>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(12 * 3600)) => {}
+            _ = stopped(&mut shutdown) => return,
+        }
+        match crate::token::publish::key_document(&config, std::time::SystemTime::now()) {
+            Ok(doc) => {
+                if let Ok(mut slot) = cell.write() {
+                    *slot = Some(bytes::Bytes::from(doc));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "re-signing the key document failed; serving the last one")
+            }
+        }
+    }
 }
 
 /// Resolves once the shutdown flag is set (or its sender is gone).

@@ -547,3 +547,61 @@ async fn a_dnssec_bogus_answer_is_refused_when_validating() {
     assert!(b.failures("dnssec_bogus").await >= 1.0);
     b.stop().await;
 }
+
+#[tokio::test]
+async fn the_public_listener_serves_the_signed_key_document() {
+    let up = Upstream::start().await;
+    let dns = dns_server().await;
+    let signing = mdgate::token::SigningKey::generate("sig1").unwrap();
+    let holder = tempfile::tempdir().unwrap();
+    let key_path = holder.path().join("signing.key");
+    pki::write_private(&key_path, signing.to_pkcs8_pem().as_bytes()).unwrap();
+    let keys = format!(
+        "[keys]\nsigning_key_file = \"{}\"\nsigning_selector = \"sig1\"\ntls_selector = \"tls1\"\n",
+        key_path.display()
+    );
+    // The [keys] table goes after [dns] (the last lines of the [dns] table).
+    let b = Server::start_with("k.mdgate.test", up.base(), &dns, "", &format!("\n{keys}")).await;
+    let public = b.running().public_addr;
+
+    let config = rustls::ClientConfig::builder_with_provider(mdgate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer))
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(public).await.unwrap();
+    let mut tls = connector
+        .connect(ServerName::try_from("k.mdgate.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    let request =
+        "GET /.well-known/mdgate/keys HTTP/1.1\r\nHost: k.mdgate.test\r\nConnection: close\r\n\r\n";
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("content-type: application/jose"),
+        "{text}"
+    );
+    let jws = text.split("\r\n\r\n").nth(1).unwrap().trim();
+    let doc = mdgate::token::KeyDocument::verify(
+        jws,
+        "k.mdgate.test",
+        Duration::from_secs(60),
+        |kid| (kid == "sig1").then(|| signing.verifying_key().clone()),
+        std::time::SystemTime::now(),
+    )
+    .expect("signed by the server's key");
+    assert_eq!(doc.server, "k.mdgate.test");
+    let selectors: Vec<&str> = doc.keys.iter().map(|k| k.selector.as_str()).collect();
+    assert!(
+        selectors.contains(&"sig1") && selectors.contains(&"tls1"),
+        "{selectors:?}"
+    );
+    b.stop().await;
+}
