@@ -36,7 +36,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub mod addr;
+mod authority;
 mod client;
+mod locate;
 pub mod probe;
 pub mod record;
 pub mod resolver;

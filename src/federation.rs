@@ -6,6 +6,8 @@
 //! anything to the upstream on its own: a path outside `/federation/v1/`
 //! is answered 404 here.
 
+pub mod egress;
+
 use std::sync::Arc;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};

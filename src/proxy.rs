@@ -22,6 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
@@ -93,9 +94,16 @@ where
         .build(connector)
 }
 
+/// The path of this server's signed key document (docs/protocol.md).
+pub const KEY_DOCUMENT_PATH: &str = "/.well-known/mdgate/keys";
+
+/// The current signed key document, re-signed in the background.
+pub type KeyDocumentCell = std::sync::RwLock<Option<Bytes>>;
+
 /// The pass-through proxy of one worker.
 pub struct Proxy {
     client: UpstreamClient,
+    key_document: Option<Arc<KeyDocumentCell>>,
     authority: Authority,
     connect_timeout: Duration,
     response_timeout: Duration,
@@ -145,9 +153,11 @@ impl Proxy {
         upstream: &config::Upstream,
         limits: &config::Limits,
         metrics: Arc<Metrics>,
+        key_document: Option<Arc<KeyDocumentCell>>,
     ) -> Self {
         Proxy {
             client: upstream_client(upstream),
+            key_document,
             authority: upstream.authority.clone(),
             connect_timeout: upstream.connect_timeout,
             response_timeout: upstream.response_timeout,
@@ -212,6 +222,9 @@ impl Proxy {
         if conn.tls {
             framing::check_sni(conn.sni.as_deref(), &host)?;
         }
+        if req.uri().path() == KEY_DOCUMENT_PATH {
+            return self.key_document(req.method());
+        }
         if let Some(len) = content_length(req.headers())? {
             if len > self.max_body {
                 return Err(RequestError::BodyTooLarge {
@@ -270,6 +283,33 @@ impl Proxy {
             .headers
             .insert(headers::REQUEST_ID.clone(), request_id.clone());
         Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
+    }
+
+    /// `GET /.well-known/mdgate/keys`: answered here, never forwarded.
+    fn key_document(&self, method: &http::Method) -> Result<Response<ProxyBody>, RequestError> {
+        if method != http::Method::GET && method != http::Method::HEAD {
+            return Err(RequestError::MethodNotAllowed);
+        }
+        let doc = self
+            .key_document
+            .as_ref()
+            .and_then(|cell| cell.read().ok().and_then(|d| d.clone()))
+            .ok_or(RequestError::NotFound)?;
+        let body = if method == http::Method::HEAD {
+            ProxyBody::empty()
+        } else {
+            ProxyBody::full(doc)
+        };
+        let mut resp = Response::new(body);
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/jose"),
+        );
+        resp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=3600"),
+        );
+        Ok(resp)
     }
 
     fn classify(&self, e: hyper_util::client::legacy::Error) -> RequestError {

@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 
 use crate::admin::{self, AdminState, Metrics, Readiness};
 use crate::config::{self, Config, Limits};
+use crate::federation::egress::Egress;
 use crate::federation::Federation;
 use crate::proxy::{ConnInfo, Proxy};
 use crate::tls::{self, CertReloader};
@@ -47,6 +48,10 @@ pub enum ServeError {
     },
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("DNS: {0}")]
+    Dns(crate::dns::DnsError),
+    #[error("key document: {0}")]
+    KeyDocument(String),
     #[error("cannot start worker thread: {0}")]
     Thread(std::io::Error),
 }
@@ -75,6 +80,10 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
+    /// The client for requests to peers (with a federation listener).
+    pub egress: Option<Arc<Egress>>,
+    /// The peer key resolver (with a federation listener).
+    pub resolver: Option<Arc<crate::dns::KeyResolver>>,
     shutdown_tx: watch::Sender<bool>,
     reloadable: Vec<(&'static str, Arc<CertReloader>)>,
     workers: Vec<std::thread::JoinHandle<()>>,
@@ -137,6 +146,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     // TLS material, validated before any socket is bound.
     let mut reloadable = Vec::new();
     let mut federation_gate = None;
+    let mut egress = None;
+    let mut key_resolver = None;
     let public_tls = match &config.public.tls {
         Some(files) => {
             let tls_err = |source| ServeError::Tls {
@@ -160,8 +171,29 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
                 source,
             };
             let certs = Arc::new(CertReloader::new(fed.tls.clone()).map_err(tls_err)?);
-            let gate = Arc::new(tls::PeerGate::new(&fed.trust, None).map_err(tls_err)?);
+            // Peers are located (and, with `trust.dns`, trusted) through DNS.
+            let resolver = Arc::new(
+                crate::dns::KeyResolver::new(&config.dns, metrics.clone())
+                    .map_err(ServeError::Dns)?,
+            );
+            let authority: Option<Arc<dyn tls::KeyAuthority>> = if fed.trust.dns {
+                Some(resolver.clone())
+            } else {
+                None
+            };
+            let gate = Arc::new(tls::PeerGate::new(&fed.trust, authority).map_err(tls_err)?);
             federation_gate = Some(gate.clone());
+            egress = Some(Arc::new(
+                Egress::new(
+                    certs.clone(),
+                    gate.clone(),
+                    resolver.clone(),
+                    config.upstream.connect_timeout,
+                    config.upstream.response_timeout,
+                )
+                .map_err(tls_err)?,
+            ));
+            key_resolver = Some(resolver);
             let server =
                 tls::federation_server_config(certs.clone(), gate.verifier()).map_err(tls_err)?;
             reloadable.push(("federation", certs.clone()));
@@ -175,6 +207,22 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     for (name, certs) in &reloadable {
         tracing::info!(listener = *name, cert.spki_sha256 = %hex::encode(certs.spki_sha256()), "certificate loaded");
     }
+
+    // This server's signed key document, when it has keys.
+    let key_document = match &config.keys {
+        Some(_) => {
+            let doc = crate::token::publish::key_document(&config, std::time::SystemTime::now())
+                .map_err(|e| ServeError::KeyDocument(e.to_string()))?;
+            let cell = Arc::new(std::sync::RwLock::new(Some(bytes::Bytes::from(doc))));
+            background.spawn(resign_key_document(
+                config.clone(),
+                cell.clone(),
+                shutdown_rx.clone(),
+            ));
+            Some(cell)
+        }
+        None => None,
+    };
 
     // Sockets.
     let n = worker_count(&config.runtime);
@@ -236,6 +284,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         let public_spec = public_spec.clone();
         let metrics = metrics.clone();
         let federation = federation.clone();
+        let key_document = key_document.clone();
         let shutdown = shutdown_rx.clone();
         let drain = config.runtime.drain_timeout;
         let handle = std::thread::Builder::new()
@@ -249,7 +298,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
                     }
                 };
                 rt.block_on(async move {
-                    let proxy = Arc::new(Proxy::new(&upstream, &public_spec.limits, metrics.clone()));
+                    let proxy = Arc::new(Proxy::new(
+                        &upstream,
+                        &public_spec.limits,
+                        metrics.clone(),
+                        key_document,
+                    ));
                     let mut loops = JoinSet::new();
                     match TcpListener::from_std(public_sock) {
                         Ok(l) => {
@@ -304,6 +358,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         admin_addr,
         metrics,
         readiness,
+        egress,
+        resolver: key_resolver,
         shutdown_tx,
         reloadable,
         workers,
@@ -625,6 +681,31 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     running.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Re-signs the key document twice a day (it is valid for days), keeping
+/// the last good one when signing fails.
+async fn resign_key_document(
+    config: Config,
+    cell: Arc<crate::proxy::KeyDocumentCell>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(12 * 3600)) => {}
+            _ = stopped(&mut shutdown) => return,
+        }
+        match crate::token::publish::key_document(&config, std::time::SystemTime::now()) {
+            Ok(doc) => {
+                if let Ok(mut slot) = cell.write() {
+                    *slot = Some(bytes::Bytes::from(doc));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "re-signing the key document failed; serving the last one")
+            }
+        }
+    }
 }
 
 /// Resolves once the shutdown flag is set (or its sender is gone).

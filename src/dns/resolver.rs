@@ -859,6 +859,20 @@ fn evaluate_tls(
         }
     }
     let Some(selector) = matched else {
+        // No live TLS key at all, and some revoked: the peer's keys are
+        // revoked (more actionable than "another key").
+        if live == 0 {
+            let revoked = keys
+                .records
+                .iter()
+                .find(|e| matches!(&e.record, Ok(r) if r.usage == KeyUse::Tls && r.is_revoked()));
+            if let Some(entry) = revoked {
+                return Err(KeyRefusal::Revoked {
+                    fqdn: keys.fqdn.clone(),
+                    selector: entry.selector.to_string(),
+                });
+            }
+        }
         return Err(KeyRefusal::KeyMismatch {
             fqdn: keys.fqdn.clone(),
             live,

@@ -9,6 +9,7 @@ mod fake;
 mod fed;
 mod federation_listener;
 mod gate;
+mod peers;
 mod peertools;
 mod process;
 mod proxy;
