@@ -5,10 +5,10 @@
 //! The peer is an in-process mdgate started by [`crate::gate::Gate`]
 //! (named [`FQDN`]), with a `[keys]` section added; its DNS records are the
 //! lines `mdgate dns-records` prints for it, loaded into the DNS server by
-//! [`load_zone`], so the tests exercise the printed text itself. Until the
-//! public listener serves `/.well-known/mdgate/keys`, [`KeyDocServer`]
-//! serves the document that [`mdgate::token::publish::key_document`] signs
-//! for the peer's configuration.
+//! [`load_zone`], so the tests exercise the printed text itself. Its public
+//! listener serves its key document; [`KeyDocServer`] serves one the test
+//! controls (a stale or forged document) on another port, which `wp=` then
+//! names.
 
 #![allow(dead_code)] // Not every test uses every helper.
 
@@ -191,6 +191,21 @@ impl Peer {
     /// Publishes the peer's records and its address.
     pub async fn publish(&self, dns: &TestDnsServer) {
         load_zone(dns, &self.zone_text()).await;
+        dns.set_a(FQDN, Ipv4Addr::LOCALHOST).await.unwrap();
+    }
+
+    /// Publishes the peer's records with `wp=` its public listener, which
+    /// serves the key document mdgate itself signs.
+    pub async fn publish_served_document(&self, dns: &TestDnsServer) {
+        let args = DnsRecordsArgs {
+            federation_port: Some(self.gate.federation.expect("federation").port()),
+            web_port: Some(self.gate.public.port()),
+            ..DnsRecordsArgs::default()
+        };
+        let text = dnsrecords::plan(&self.config, &args)
+            .expect("plan")
+            .zone_text();
+        load_zone(dns, &text).await;
         dns.set_a(FQDN, Ipv4Addr::LOCALHOST).await.unwrap();
     }
 

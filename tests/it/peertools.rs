@@ -584,6 +584,32 @@ async fn check_peer_passes_against_a_correctly_published_peer() {
 }
 
 #[tokio::test]
+async fn check_peer_reads_the_key_document_the_peer_serves_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dns, _) = fed::dns_server(false, dir.path()).await;
+    let peer = Peer::start("").await;
+    peer.publish_served_document(&dns).await;
+    let us = Us::new(
+        &dns,
+        &peer.gate.ca,
+        UsOptions {
+            web_ca_file: Some(peer.ca_file()),
+            ..UsOptions::default()
+        },
+    );
+    let report = check_peer(&us, FQDN).await;
+    assert!(report.ok, "{}", report.human(""));
+    for name in ["keydoc.fetch", "keydoc.signature", "keydoc.agreement"] {
+        assert_status(&report, name, Status::Pass);
+    }
+    assert!(check(&report, "keydoc.fetch").reason.contains(&format!(
+        ":{}/.well-known/mdgate/keys",
+        peer.gate.public.port()
+    )));
+    peer.stop().await;
+}
+
+#[tokio::test]
 async fn check_peer_without_records_says_no_record_and_skips_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let (dns, _) = fed::dns_server(false, dir.path()).await;
