@@ -392,7 +392,8 @@ impl Generated {
             "2. Publish the new records and add the selectors to the index (`mdgate \
              dns-records`). Wait until `mdgate dns-records --check` sees them from outside and \
              the previous index's TTL has passed.\n\n\
-             3. Switch: the current keys become these lines, and the next_* lines go:\n\n",
+             3. Switch: the keys in use now move to the previous_* lines (they stay published \
+             until revoked), the next_* lines go, and the current keys become:\n\n",
         );
         self.current_lines(out);
         out.push_str(
