@@ -20,6 +20,8 @@
 #   QUIET_MAX=300   seconds to wait for the cores to go quiet before a phase
 #                   (other processes using > QUIET_BUSY% of a core); 0: don't wait
 #   QUIET_BUSY=10
+#   FOREIGN_MAX=5   a phase whose window saw other processes use more than this
+#   RETRIES=3       % of either core is run again, up to RETRIES times
 #   OUT=bench-out/proxy-<date>   where raw JSON, oha databases and the table go
 #   SKIP_BUILD=1    use the existing release binaries
 #
@@ -38,6 +40,7 @@ export SAT_CONNS="${SAT_CONNS:-32}" RATE_CONNS="${RATE_CONNS:-16}" IDLE_CONNS="$
 export ROUNDS="${ROUNDS:-1}" TARGETS="${TARGETS:-direct mdgate nginx}" REQUESTS="${REQUESTS:-codes patient}"
 export LOADGEN_CPU="${LOADGEN_CPU:-0}" SERVER_CPU="${SERVER_CPU:-1}" OHA_THREADS="${OHA_THREADS:-2}"
 export QUIET_MAX="${QUIET_MAX:-300}" QUIET_BUSY="${QUIET_BUSY:-10}"
+export FOREIGN_MAX="${FOREIGN_MAX:-5}" RETRIES="${RETRIES:-3}"
 export OUT="${OUT:-bench-out/proxy-$(date -u +%Y%m%dT%H%M%SZ)}"
 
 log() { printf '[proxy.sh] %s\n' "$*" >&2; }
