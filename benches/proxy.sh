@@ -112,4 +112,7 @@ mkdir -p "$OUT"
 log "results in $OUT"
 # The driver starts the servers pinned to SERVER_CPU, runs every phase with
 # oha pinned to LOADGEN_CPU, stops what it started and prints the table.
-python3 "$here/proxy_bench.py"
+python3 "$here/proxy_bench.py" &
+driver=$!
+trap 'kill -TERM "$driver" 2>/dev/null || true; wait "$driver" 2>/dev/null || true; rm -rf "$WORK"' EXIT INT TERM
+wait "$driver"

@@ -475,6 +475,7 @@ workers = 1
         load = loadavg()
         t0 = time.monotonic()
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.load_procs = [p]
         groups = {"proxy": self.pids(target), "emulator": [self.emulator_pid()], "oha": [p.pid]}
         time.sleep(max(0.0, t0 + self.warmup - time.monotonic()))
         s1 = self.sample(groups)
@@ -638,6 +639,9 @@ workers = 1
         finally:
             self.results["loadavg_end"] = loadavg()
             self.stop_all()
+            for p in getattr(self, "load_procs", []):
+                if p.poll() is None:
+                    p.kill()
             with open(os.path.join(self.out, "results.json"), "w") as f:
                 json.dump(self.results, f, indent=1)
         md = report(self.results)
@@ -809,12 +813,13 @@ def main():
         with open(sys.argv[2]) as f:
             print(report(json.load(f)))
         return
-    b = Bench()
-    try:
-        b.run()
-    except KeyboardInterrupt:
-        b.stop_all()
-        raise
+    # Background shells start us with SIGINT ignored; make both signals
+    # unwind through run()'s `finally`, which stops the servers.
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    Bench().run()
 
 
 if __name__ == "__main__":
