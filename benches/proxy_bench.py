@@ -42,12 +42,13 @@ def log(msg):
 
 # --- /proc readers ----------------------------------------------------------
 
-def proc_cpu_ticks(pid):
-    """utime + stime of a process (all its threads), in clock ticks."""
+def proc_cpu_ticks(pid, user_only=False):
+    """utime + stime (or utime alone) of a process, all its threads, in
+    clock ticks."""
     with open(f"/proc/{pid}/stat") as f:
         rest = f.read().rsplit(")", 1)[1].split()
     # rest[0] is field 3 (state); utime and stime are fields 14 and 15.
-    return int(rest[11]) + int(rest[12])
+    return int(rest[11]) + (0 if user_only else int(rest[12]))
 
 
 def proc_sched_ns(pid):
@@ -450,6 +451,7 @@ workers = 1
             "t": time.monotonic(),
             "cores": core_times(),
             "ticks": {g: sum(proc_cpu_ticks(p) for p in pids) for g, pids in groups.items()},
+            "uticks": {g: sum(proc_cpu_ticks(p, True) for p in pids) for g, pids in groups.items()},
             "sched": {g: sum(proc_sched_ns(p) for p in pids) for g, pids in groups.items()},
         }
 
@@ -515,6 +517,7 @@ workers = 1
             "lat_corrected_us": ({q: pct(corr, v) for q, v in (("p50", .5), ("p99", .99), ("p99.9", .999))}
                                  if corr else None),
             "cpu_s": {g: (s2["ticks"][g] - s1["ticks"][g]) / CLK_TCK for g in groups},
+            "cpu_user_s": {g: (s2["uticks"][g] - s1["uticks"][g]) / CLK_TCK for g in groups},
             "cpu_sched_s": {g: (s2["sched"][g] - s1["sched"][g]) / 1e9 for g in groups},
             "core_busy": {"loadgen": round(core_busy(s1["cores"], s2["cores"], self.lg_cpu), 3),
                           "server": round(core_busy(s1["cores"], s2["cores"], self.srv_cpu), 3)},
@@ -664,6 +667,8 @@ def median_phase(phases):
         "rps_range": (min(p["rps"] for p in phases), max(p["rps"] for p in phases)),
         "proxy_us": med(lambda p: p["cpu_us_per_req"]["proxy"] if p["target"] != "direct" else None),
         "proxy_sched_us": med(lambda p: p["cpu_sched_us_per_req"]["proxy"] if p["target"] != "direct" else None),
+        "proxy_user_us": med(lambda p: p["cpu_user_s"]["proxy"] / p["requests"] * 1e6
+                             if p["target"] != "direct" and "cpu_user_s" in p and p["requests"] else None),
         "emu_us": med(lambda p: p["cpu_us_per_req"]["emulator"]),
         "oha_us": med(lambda p: p["cpu_us_per_req"]["oha"]),
         "lg_busy": med(lambda p: p["core_busy"]["loadgen"]),
@@ -716,7 +721,7 @@ def report(r):
         for mode in sat:
             out.append(f"### `{rq}`: saturated, {by[(rq, mode, targets[0])][0]['conns']} keep-alive connections")
             out.append("")
-            out.append("| target | req/s (min–max) | proxy CPU µs/req (schedstat) | emulator µs/req | oha µs/req "
+            out.append("| target | req/s (min–max) | proxy CPU µs/req (user) | emulator µs/req | oha µs/req "
                        "| oha core busy | server core busy (foreign) | p50 µs | p99 µs | non-200 / errors |")
             out.append("|---|---|---|---|---|---|---|---|---|---|")
             for t in targets:
@@ -725,7 +730,7 @@ def report(r):
                     continue
                 lo, hi = a["rps_range"]
                 out.append(
-                    f"| {t}{' †' * bool(a['noisy'])} | {fmt(a['rps'])} ({fmt(lo)}–{fmt(hi)}) | {fmt(a['proxy_us'], 1)} ({fmt(a['proxy_sched_us'], 1)}) "
+                    f"| {t}{' †' * bool(a['noisy'])} | {fmt(a['rps'])} ({fmt(lo)}–{fmt(hi)}) | {fmt(a['proxy_us'], 1)} ({fmt(a['proxy_user_us'], 1)}) "
                     f"| {fmt(a['emu_us'], 1)} | {fmt(a['oha_us'], 1)} | {fmt(a['lg_busy'] * 100)}% "
                     f"| {fmt(a['srv_busy'] * 100)}% ({fmt(a['foreign'] * 100)}%) | {fmt(a['p50'])} | {fmt(a['p99'])} "
                     f"| {a['non200']} / {a['errors']} |")
@@ -740,7 +745,7 @@ def report(r):
             out.append(f"### `{rq}`: fixed rates, {by[(rq, rmodes[0], targets[0])][0]['conns']} keep-alive connections")
             out.append("")
             out.append("| rate | target | achieved req/s | p50 µs | p99 µs | p99.9 µs | Δp50 vs direct | Δp99 vs direct "
-                       "| p99 / p99.9 corrected µs | proxy CPU µs/req | emulator µs/req | non-200 / errors |")
+                       "| p99 / p99.9 corrected µs | proxy CPU µs/req (user) | emulator µs/req | non-200 / errors |")
             out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
             for mode in rmodes:
                 d = agg.get((rq, mode, "direct"))
@@ -752,7 +757,7 @@ def report(r):
                     dp99 = f"{a['p99'] - d['p99']:+.0f}" if d and t != "direct" else "–"
                     out.append(
                         f"| {mode[1:]} | {t}{' †' * bool(a['noisy'])} | {fmt(a['rps'])} | {fmt(a['p50'])} | {fmt(a['p99'])} | {fmt(a['p999'])} "
-                        f"| {dp50} | {dp99} | {fmt(a['c99'])} / {fmt(a['c999'])} | {fmt(a['proxy_us'], 1)} "
+                        f"| {dp50} | {dp99} | {fmt(a['c99'])} / {fmt(a['c999'])} | {fmt(a['proxy_us'], 1)} ({fmt(a['proxy_user_us'], 1)}) "
                         f"| {fmt(a['emu_us'], 1)} | {a['non200']} / {a['errors']} |")
             out.append("")
     mem = r.get("memory", {})
