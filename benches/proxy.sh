@@ -96,17 +96,8 @@ export WORK
 trap 'rm -rf "$WORK"' EXIT
 log "scratch directory $WORK"
 
-# ECDSA P-256 CA and a leaf for bench.mdgate.test (mdgate requires SNI == Host).
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -keyout "$WORK/ca.key" -out "$WORK/ca.crt" -days 2 -subj "/CN=mdgate bench CA" \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -keyout "$WORK/leaf.key" -out "$WORK/leaf.csr" -subj "/CN=bench.mdgate.test" 2>/dev/null
-printf '%s\n' "subjectAltName=DNS:bench.mdgate.test" "basicConstraints=critical,CA:FALSE" \
-    "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" > "$WORK/leaf.ext"
-openssl x509 -req -in "$WORK/leaf.csr" -CA "$WORK/ca.crt" -CAkey "$WORK/ca.key" \
-    -CAcreateserial -days 2 -extfile "$WORK/leaf.ext" -out "$WORK/leaf.crt" 2>/dev/null
-chmod 600 "$WORK"/*.key
+. "$here/certs.sh"
+make_bench_certs "$WORK"
 
 mkdir -p "$OUT"
 log "results in $OUT"

@@ -5,8 +5,10 @@ keep-alive connections, then runs oha (pinned to LOADGEN_CPU) against each
 target for each request and load mode, recording CPU time per process from
 /proc, and writes results.json and results.md under OUT.
 
-Only the standard library is used. `proxy_bench.py hold ...` is the idle
-connection holder the driver starts as a subprocess.
+Only the standard library is used. Subcommands: `hold ...` is the idle
+connection holder the driver starts as a subprocess; `accounts BASE PW`
+sets up the linked doctor and patient (for benches/profile.sh); `report
+results.json` prints the tables again.
 """
 
 import collections
@@ -813,6 +815,10 @@ def report(r):
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "hold":
         hold_main(sys.argv[2:])
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "accounts":
+        pid, cookie = setup_accounts(sys.argv[2], sys.argv[3])
+        print(json.dumps({"patient_id": pid, "cookie": cookie}))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "report":
         with open(sys.argv[2]) as f:
