@@ -101,15 +101,26 @@ PY
 n=$((c2 - c1))
 [ "$n" -gt 0 ] || { log "no requests counted while recording"; exit 1; }
 f=$(ls "$OUT"/callgrind.out.*.1 | head -1)
-total=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1; exit}')
+total=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ && !t {gsub(",","",$1); t = $1} END {print t}')
 echo "instructions: $total while $n requests were proxied: $((total / n)) per request (no handshakes)" | tee "$OUT/summary.txt"
-# Inclusive cost per request of the functions that are not inlined (the
-# entries carrying the binary name); inlined pieces are listed under the
-# caller's name with the callee's file and are left out here.
-callgrind_annotate --inclusive=yes --threshold=100 "$f" 2>/dev/null \
-    | awk -v n="$n" '/\[[^]]*\]$/ && match($0, /^ *[0-9,]+ /) {
-        ir = substr($0, RSTART, RLENGTH); gsub(/[ ,]/, "", ir); line = $0
-        sub(/^ *[0-9,]+ +\( *[0-9.]+%\) +/, "", line); sub(/^[^:]*:/, "", line); sub(/ \[[^]]*\]$/, "", line)
-        printf "%9.0f  %s\n", ir / n, line }' \
-    | head -n "$TOP" | tee "$OUT/inclusive.txt"
+# Inclusive cost per request of each function. callgrind_annotate lists a
+# function once per source file its inlined instructions come from; the
+# largest of those entries is the function's whole inclusive cost (the
+# others are parts of it), so that one is kept.
+callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$f" 2>/dev/null \
+    | python3 -c '
+import collections, re, sys
+n = int(sys.argv[1])
+tot = collections.Counter()
+for line in sys.stdin:
+    m = re.match(r"\s*([\d,]+) \(\s*[\d.]+%\)\s+(\S.*)$", line)
+    if not m or "PROGRAM TOTALS" in line:
+        continue
+    name = re.sub(r" \[[^]]*\]$", "", m.group(2))
+    name = name.split(":", 1)[1] if re.match(r"^[^:]*\.(rs|c|h|S|s)\:|^\?\?\?:", name) else name
+    tot[name] = max(tot[name], int(m.group(1).replace(",", "")))
+for name, ir in tot.most_common():
+    print(f"{ir / n:9.0f}  {name}")
+' "$n" > "$OUT/inclusive.txt" || true
+head -n "$TOP" "$OUT/inclusive.txt"
 log "full profile: callgrind_annotate --inclusive=yes $f (or kcachegrind)"
