@@ -22,6 +22,8 @@
 #   QUIET_BUSY=10
 #   FOREIGN_MAX=5   a phase whose window saw other processes use more than this
 #   RETRIES=3       % of either core is run again, up to RETRIES times
+#   NGINX_ACCESS_LOG=1  nginx writes Debian's default access log (off by default,
+#                   as mdgate logs no line per request at level warn)
 #   OUT=bench-out/proxy-<date>   where raw JSON, oha databases and the table go
 #   SKIP_BUILD=1    use the existing release binaries
 #

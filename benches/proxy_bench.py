@@ -379,7 +379,9 @@ workers = 1
             with open(os.path.join(here, "nginx.conf.in")) as f:
                 conf = f.read()
             conf = (conf.replace("@WORK@", self.work).replace("@EMU_PORT@", str(self.emu_port))
-                    .replace("@NGINX_PORT@", str(port)))
+                    .replace("@NGINX_PORT@", str(port))
+                    .replace("@ACCESS_LOG@", f"access_log {ndir}/access.log;" if env("NGINX_ACCESS_LOG")
+                             else "access_log off;"))
             cpath = os.path.join(ndir, "nginx.conf")
             with open(cpath, "w") as f:
                 f.write(conf)
@@ -623,7 +625,7 @@ workers = 1
         self.results["machine"] = self.versions()
         self.results["knobs"] = {k: os.environ.get(k) for k in (
             "DURATION", "WARMUP", "RATES", "SAT_CONNS", "RATE_CONNS", "IDLE_CONNS", "ROUNDS",
-            "RETRIES", "FOREIGN_MAX", "TARGETS", "REQUESTS", "LOADGEN_CPU", "SERVER_CPU", "OHA_THREADS", "QUIET_MAX", "QUIET_BUSY")}
+            "RETRIES", "FOREIGN_MAX", "NGINX_ACCESS_LOG", "TARGETS", "REQUESTS", "LOADGEN_CPU", "SERVER_CPU", "OHA_THREADS", "QUIET_MAX", "QUIET_BUSY")}
         self.results["loadavg_start"] = loadavg()
         try:
             self.setup()
