@@ -515,7 +515,11 @@ async fn serve_one(
     let h2 = session.alpn_protocol() == Some(b"h2");
     let peer = match &spec.gate {
         Some(gate) => {
-            let admitted = match federation_identity(session, &gate.verifier()) {
+            let admitted = match gate.identify(
+                session.peer_certificates().unwrap_or(&[]),
+                session.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+                None,
+            ) {
                 Ok(p) => {
                     let chain = session.peer_certificates().unwrap_or(&[]);
                     match gate.admit(&p, chain, None).await {
@@ -548,31 +552,6 @@ async fn serve_one(
         framing_violation: Default::default(),
     });
     conn::serve_http(tls, info, handler, &spec.limits, h2, shutdown).await;
-}
-
-/// The identity of an authenticated federation peer. A full handshake
-/// already ran the verifier; a resumed one did not (the ticket carries the
-/// chain), so trust and validity are checked again against the current
-/// trust and time.
-fn federation_identity(
-    session: &rustls::ServerConnection,
-    verifier: &tls::PeerVerifier,
-) -> Result<tls::PeerId, (&'static str, String)> {
-    let chain = session.peer_certificates().unwrap_or(&[]);
-    if session.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
-        return verifier
-            .recheck(chain, None, rustls::pki_types::UnixTime::now())
-            .map_err(|e| {
-                (
-                    tls::HandshakeFailure::from_rustls(&e).as_str(),
-                    e.to_string(),
-                )
-            });
-    }
-    let leaf = chain
-        .first()
-        .ok_or(("no_client_cert", "no client certificate".to_owned()))?;
-    tls::peer_identity(leaf).map_err(|e| ("identity", e.to_string()))
 }
 
 /// The `User-Agent` of the readiness probe, so upstream logs can tell it apart.

@@ -30,7 +30,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use rustls::pki_types::{ServerName, UnixTime};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -174,16 +174,14 @@ impl Connector {
             fqdn: fqdn.clone(),
             reason,
         };
-        let peer = if session.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
-            // Resumption skips the verifier: check the chain again.
-            self.gate
-                .verifier()
-                .recheck(chain, Some(&name), UnixTime::now())
-                .map_err(|e| refused(tls::HandshakeFailure::from_rustls(&e).as_str()))?
-        } else {
-            let leaf = chain.first().ok_or_else(|| refused("no_certificate"))?;
-            tls::peer_identity(leaf).map_err(|_| refused("identity"))?
-        };
+        let peer = self
+            .gate
+            .identify(
+                chain,
+                session.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+                Some(&name),
+            )
+            .map_err(|(reason, _)| refused(reason))?;
         self.gate
             .admit(&peer, chain, Some(&name))
             .await

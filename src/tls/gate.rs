@@ -108,6 +108,33 @@ impl PeerGate {
         self.authority.is_some()
     }
 
+    /// The identity of a peer after its handshake: `resumed` sessions skip
+    /// the verifier in rustls (the ticket carries the chain), so their chain
+    /// is checked again against the current trust and time. `Err` carries a
+    /// refusal label and a detail for the log.
+    pub fn identify(
+        &self,
+        chain: &[CertificateDer<'_>],
+        resumed: bool,
+        dialled: Option<&ServerName<'_>>,
+    ) -> Result<PeerId, (&'static str, String)> {
+        if resumed {
+            return self
+                .verifier
+                .recheck(chain, dialled, UnixTime::now())
+                .map_err(|e| {
+                    (
+                        super::HandshakeFailure::from_rustls(&e).as_str(),
+                        e.to_string(),
+                    )
+                });
+        }
+        let leaf = chain
+            .first()
+            .ok_or(("no_certificate", "no certificate presented".to_owned()))?;
+        super::peer_identity(leaf).map_err(|e| ("identity", e.to_string()))
+    }
+
     /// The post-handshake decision for an authenticated peer; `chain` is
     /// what it presented, `dialled` the name we connected to (egress).
     pub async fn admit(
