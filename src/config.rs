@@ -68,6 +68,51 @@ pub struct Config {
     /// `[policy]`: which federation routes each grant role reaches (the
     /// route table, possibly narrowed; never wider).
     pub policy: crate::policy::Policy,
+    /// `[access]`: the access flow's limits.
+    pub access: Access,
+    /// `[notify]`: the webhook, if any.
+    pub notify: Notify,
+}
+
+/// `[access]`: limits of the access flow (docs/protocol.md § Access).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// Lifetime of a request code and of the pending request.
+    pub code_ttl: Duration,
+    /// Wrong codes after which a request is void (1..=10).
+    pub code_attempts: u32,
+    /// Lifetime of an invitation carried by the patient's QR code.
+    pub invitation_ttl: Duration,
+    /// The longest grant that can be asked for or approved.
+    pub max_grant: Duration,
+    /// A page sign-in session ends after this long unused...
+    pub session_idle: Duration,
+    /// ...and after this long in any case.
+    pub session_max: Duration,
+    /// Most page sessions held at once.
+    pub sessions: u64,
+}
+
+impl Default for Access {
+    fn default() -> Self {
+        Access {
+            code_ttl: Duration::from_secs(600),
+            code_attempts: 3,
+            invitation_ttl: Duration::from_secs(3600),
+            max_grant: Duration::from_secs(30 * 86_400),
+            session_idle: Duration::from_secs(1800),
+            session_max: Duration::from_secs(12 * 3600),
+            sessions: 10_000,
+        }
+    }
+}
+
+/// `[notify]`: the webhook told of each new request, grant and revocation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Notify {
+    /// `http://` or `https://` URL; `None`: no webhook.
+    pub webhook_url: Option<http::Uri>,
+    pub webhook_timeout: Duration,
 }
 
 /// `[server]`: who this server is.

@@ -41,6 +41,10 @@ pub struct ConfigFile {
     pub keys: Option<KeysSection>,
     #[serde(default)]
     pub policy: PolicySection,
+    #[serde(default)]
+    pub access: AccessSection,
+    #[serde(default)]
+    pub notify: NotifySection,
 }
 
 /// `[server]`.
@@ -277,6 +281,60 @@ impl Default for RuntimeSection {
         RuntimeSection {
             workers: 0,
             drain_timeout: DurationValue::secs(30),
+        }
+    }
+}
+
+/// `[access]`: the access flow's limits (docs/protocol.md § Access).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessSection {
+    /// How long a request code (and the pending request) lives. Default 10m.
+    pub code_ttl: DurationValue,
+    /// Wrong codes before a request is void. Default 3.
+    pub code_attempts: u32,
+    /// How long an invitation from the patient's QR code lives. Default 1h.
+    pub invitation_ttl: DurationValue,
+    /// The longest grant a doctor may ask for. Default 30d.
+    pub max_grant: DurationValue,
+    /// Sign-in sessions on the pages end after this long unused. Default 30m.
+    pub session_idle: DurationValue,
+    /// ...and after this long in any case. Default 12h.
+    pub session_max: DurationValue,
+    /// Most sign-in sessions held at once (oldest dropped). Default 10000.
+    pub sessions: u64,
+}
+
+impl Default for AccessSection {
+    fn default() -> Self {
+        AccessSection {
+            code_ttl: DurationValue::secs(600),
+            code_attempts: 3,
+            invitation_ttl: DurationValue::secs(3600),
+            max_grant: DurationValue::secs(30 * 86_400),
+            session_idle: DurationValue::secs(1800),
+            session_max: DurationValue::secs(12 * 3600),
+            sessions: 10_000,
+        }
+    }
+}
+
+/// `[notify]`: where to tell the admin's messaging of new requests,
+/// grants and revocations.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifySection {
+    /// Default none: no webhook. An `http://` or `https://` URL.
+    pub webhook_url: Option<String>,
+    /// Default 5s.
+    pub webhook_timeout: DurationValue,
+}
+
+impl Default for NotifySection {
+    fn default() -> Self {
+        NotifySection {
+            webhook_url: None,
+            webhook_timeout: DurationValue::secs(5),
         }
     }
 }

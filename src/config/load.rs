@@ -15,17 +15,17 @@ use std::time::Duration;
 
 use super::error::{ConfigError, ErrorKind};
 use super::file::{
-    format_duration, ConfigFile, DnsSection, DnssecName, DurationValue, FederationSection,
-    KeysSection, LimitsSection, LogFormatName, PolicySection, PublicSection, StoreSection,
-    TlsSection, TrustSection, UpstreamAccountSection, UpstreamSection,
+    format_duration, AccessSection, ConfigFile, DnsSection, DnssecName, DurationValue,
+    FederationSection, KeysSection, LimitsSection, LogFormatName, NotifySection, PolicySection,
+    PublicSection, StoreSection, TlsSection, TrustSection, UpstreamAccountSection, UpstreamSection,
 };
 use super::position::{parent, Position, Positions};
 use super::secret;
 use super::value::{overlaps, parse_fqdn, parse_pin, parse_upstream_url};
 use super::{
-    AdminListener, Config, Dns, DnssecMode, FederationListener, Keys, Limits, Log, LogFormat,
-    NextTlsKey, PeerTrust, PublicListener, Runtime, Server, SigningKeyFile, Store, TlsFiles,
-    Upstream, UpstreamAccount,
+    Access, AdminListener, Config, Dns, DnssecMode, FederationListener, Keys, Limits, Log,
+    LogFormat, NextTlsKey, Notify, PeerTrust, PublicListener, Runtime, Server, SigningKeyFile,
+    Store, TlsFiles, Upstream, UpstreamAccount,
 };
 use crate::policy::{Policy, PolicyError, Role, RouteId, RouteSet};
 use crate::token::{valid_selector, KeyError, SigningKey};
@@ -303,6 +303,8 @@ impl Validator<'_> {
         let runtime = self.runtime(file.runtime.workers, file.runtime.drain_timeout);
         let keys = file.keys.as_ref().map(|k| self.keys(k));
         let policy = self.policy(&file.policy);
+        let access = self.access(&file.access);
+        let notify = self.notify(&file.notify);
 
         let federation = match federation {
             Some(f) => Some(f?),
@@ -327,6 +329,8 @@ impl Validator<'_> {
             keys,
             policy: policy?,
             dns: dns?,
+            access: access?,
+            notify: notify?,
         })
     }
 
@@ -709,6 +713,64 @@ impl Validator<'_> {
         Some(Runtime {
             workers: workers?,
             drain_timeout: drain_timeout?,
+        })
+    }
+
+    fn access(&mut self, a: &AccessSection) -> Option<Access> {
+        let code_ttl = self.timeout("access.code_ttl", a.code_ttl, HOUR);
+        let code_attempts = self.range("access.code_attempts", a.code_attempts, 1, 10);
+        let invitation_ttl = self.timeout("access.invitation_ttl", a.invitation_ttl, 30 * DAY);
+        let max_grant = self.timeout("access.max_grant", a.max_grant, 366 * DAY);
+        let session_idle = self.timeout("access.session_idle", a.session_idle, DAY);
+        let session_max = self.timeout("access.session_max", a.session_max, 7 * DAY);
+        let sessions = self.range("access.sessions", a.sessions, 1, 10_000_000);
+        if let (Some(idle), Some(max)) = (session_idle, session_max) {
+            if idle > max {
+                self.error(
+                    "access.session_idle",
+                    ErrorKind::Invalid(format!(
+                        "{} is longer than access.session_max ({})",
+                        format_duration(idle),
+                        format_duration(max)
+                    )),
+                );
+                return None;
+            }
+        }
+        Some(Access {
+            code_ttl: code_ttl?,
+            code_attempts: code_attempts?,
+            invitation_ttl: invitation_ttl?,
+            max_grant: max_grant?,
+            session_idle: session_idle?,
+            session_max: session_max?,
+            sessions: sessions?,
+        })
+    }
+
+    fn notify(&mut self, n: &NotifySection) -> Option<Notify> {
+        let timeout = self.timeout("notify.webhook_timeout", n.webhook_timeout, MINUTE);
+        let url = match &n.webhook_url {
+            None => None,
+            Some(text) => {
+                let parsed = match text.parse::<http::Uri>() {
+                    Ok(uri)
+                        if matches!(uri.scheme_str(), Some("http" | "https"))
+                            && uri.host().is_some() =>
+                    {
+                        Ok(uri)
+                    }
+                    _ => Err(ErrorKind::Invalid(
+                        "expected an http:// or https:// URL, as in \"https://hooks.example.org/mdgate\""
+                            .to_owned(),
+                    )),
+                };
+                Some(self.ok("notify.webhook_url", parsed)?)
+            }
+        };
+        Some(Notify {
+            webhook_url: url,
+            webhook_timeout: timeout?,
         })
     }
 

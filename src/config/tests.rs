@@ -1492,6 +1492,10 @@ fn example_mentions_every_key() {
             previous_tls_cert_file: Some("c".into()),
             ..Default::default()
         }),
+        notify: super::file::NotifySection {
+            webhook_url: Some("u".into()),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let full = toml::Value::try_from(&full).expect("serialize");
@@ -1811,5 +1815,55 @@ fn dns_table_errors_name_the_key() {
         assert_eq!(e.key.as_deref(), Some(*key), "{body}: {}", e.report());
         assert!(e.to_string().contains(message), "{body}: {e}");
         assert!(e.position.is_some(), "{body}: {e}");
+    }
+}
+
+// ------------------------------------------------------- access and notify
+
+#[test]
+fn access_and_notify_defaults_and_values() {
+    let fx = Fixture::new();
+    let c = fx.load(MINIMAL).expect("valid");
+    assert_eq!(c.access, crate::config::Access::default());
+    assert_eq!(c.notify.webhook_url, None);
+    assert_eq!(c.notify.webhook_timeout, Duration::from_secs(5));
+
+    let c = fx
+        .load(&format!(
+            "{MINIMAL}\n[access]\ncode_ttl = \"5m\"\ncode_attempts = 5\nmax_grant = \"48h\"\n\
+             [notify]\nwebhook_url = \"https://hooks.example.org/mdgate\"\nwebhook_timeout = \"2s\"\n"
+        ))
+        .expect("valid");
+    assert_eq!(c.access.code_ttl, Duration::from_secs(300));
+    assert_eq!(c.access.code_attempts, 5);
+    assert_eq!(c.access.max_grant, Duration::from_secs(48 * 3600));
+    assert_eq!(
+        c.notify.webhook_url.as_ref().map(|u| u.to_string()),
+        Some("https://hooks.example.org/mdgate".to_owned())
+    );
+    assert_eq!(c.notify.webhook_timeout, Duration::from_secs(2));
+}
+
+#[test]
+fn bad_access_and_notify_values_are_reported_at_their_key() {
+    let fx = Fixture::new();
+    let cases: &[(&str, &str, &str)] = &[
+        ("[access]\ncode_attempts = 0\n", "access.code_attempts", "at least 1"),
+        ("[access]\ncode_ttl = \"2h\"\n", "access.code_ttl", "maximum"),
+        (
+            "[access]\nsession_idle = \"13h\"\n",
+            "access.session_idle",
+            "longer than access.session_max",
+        ),
+        (
+            "[notify]\nwebhook_url = \"ftp://x.example.org/\"\n",
+            "notify.webhook_url",
+            "http:// or https://",
+        ),
+    ];
+    for (tail, key, reason) in cases {
+        let e = fx.error(&format!("{MINIMAL}\n{tail}"));
+        assert_eq!(e.key.as_deref(), Some(*key), "{tail}");
+        assert!(e.to_string().contains(reason), "{tail}: {e}");
     }
 }
