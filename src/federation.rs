@@ -6,6 +6,7 @@
 //! anything to the upstream on its own: a path outside `/federation/v1/`
 //! is answered 404 here.
 
+pub mod access;
 pub mod egress;
 
 use std::sync::Arc;

@@ -1848,8 +1848,16 @@ fn access_and_notify_defaults_and_values() {
 fn bad_access_and_notify_values_are_reported_at_their_key() {
     let fx = Fixture::new();
     let cases: &[(&str, &str, &str)] = &[
-        ("[access]\ncode_attempts = 0\n", "access.code_attempts", "at least 1"),
-        ("[access]\ncode_ttl = \"2h\"\n", "access.code_ttl", "maximum"),
+        (
+            "[access]\ncode_attempts = 0\n",
+            "access.code_attempts",
+            "at least 1",
+        ),
+        (
+            "[access]\ncode_ttl = \"2h\"\n",
+            "access.code_ttl",
+            "maximum",
+        ),
         (
             "[access]\nsession_idle = \"13h\"\n",
             "access.session_idle",
