@@ -628,6 +628,96 @@ mod tests {
     }
 
     #[test]
+    fn outgoing_states() {
+        use OutgoingState::*;
+        let all = [
+            Sending, Pending, Approved, Denied, Voided, Expired, Cancelled, Revoked, Failed,
+        ];
+        for s in all {
+            assert_eq!(OutgoingState::parse(s.as_str()), Ok(s));
+            let open = matches!(s, Sending | Pending | Approved);
+            assert_eq!(s.is_final(), !open, "{s}");
+            // Nothing leaves a final state.
+            if s.is_final() {
+                assert!(all.iter().all(|t| !s.can_move_to(*t)), "{s}");
+            }
+        }
+        assert_eq!(Failed.to_string(), "failed");
+        assert!(OutgoingState::parse("Sending").is_err());
+    }
+
+    #[test]
+    fn outgoing_update_plans() {
+        use OutgoingState::*;
+        let grant = ReceivedGrant {
+            id: Uuid::nil(),
+            token: "t".into(),
+            role: "viewer".into(),
+            not_before: 1,
+            expires_at: 2,
+        };
+        let update = |state, grant: Option<&ReceivedGrant>| OutgoingUpdate {
+            state,
+            reason: None,
+            grant: grant.cloned(),
+        };
+        let plan = |from, stored, u: &OutgoingUpdate| plan_outgoing_update(from, stored, u);
+        assert_eq!(
+            plan(Sending, None, &update(Pending, None)).ok(),
+            Some(UpdatePlan::Apply)
+        );
+        assert_eq!(
+            plan(Pending, None, &update(Pending, None)).ok(),
+            Some(UpdatePlan::Replay)
+        );
+        assert_eq!(
+            plan(Approved, Some(&grant), &update(Approved, Some(&grant))).ok(),
+            Some(UpdatePlan::Replay)
+        );
+        let other = ReceivedGrant {
+            role: "editor".into(),
+            ..grant.clone()
+        };
+        assert!(matches!(
+            plan(Approved, Some(&grant), &update(Approved, Some(&other))),
+            Err(StoreError::Conflict {
+                kind: ConflictKind::State,
+                ..
+            })
+        ));
+        assert!(matches!(
+            plan(Pending, None, &update(Approved, None)),
+            Err(StoreError::Conflict {
+                kind: ConflictKind::Check,
+                ..
+            })
+        ));
+        assert!(matches!(
+            plan(Approved, Some(&grant), &update(Revoked, Some(&grant))),
+            Err(StoreError::Conflict {
+                kind: ConflictKind::Check,
+                ..
+            })
+        ));
+        let err = plan(Approved, Some(&grant), &update(Pending, None)).unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::Conflict {
+                kind: ConflictKind::Transition {
+                    from: Approved,
+                    to: Pending
+                },
+                ..
+            }
+        ));
+        assert_eq!(
+            err.to_string(),
+            "store conflict (transition approved -> pending): outgoing request is approved, \
+             cannot become pending"
+        );
+    }
+
+    #[test]
     fn grant_liveness() {
         let g = Grant {
             id: Uuid::nil(),

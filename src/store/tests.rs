@@ -15,6 +15,9 @@ use uuid::Uuid;
 use super::sqlite::SqliteStore;
 use super::*;
 
+mod outgoing;
+mod server1;
+
 fn cfg(path: &Path) -> config::Store {
     config::Store::Sqlite {
         path: path.to_owned(),
@@ -92,7 +95,7 @@ async fn open_creates_a_durable_wal_database() {
     assert!(busy >= 1000, "busy_timeout is {busy} ms");
 
     store.ping().await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 1);
+    assert_eq!(store.schema_version().await.unwrap(), 2);
 
     #[cfg(unix)]
     {
@@ -140,26 +143,32 @@ async fn migrations_are_applied_once_and_reported() {
     let path = dir.path().join("mdgate.db");
 
     let report = migrate(&cfg(&path)).await.unwrap();
-    assert_eq!(report.applied, vec![(1, "initial schema".to_owned())]);
+    assert_eq!(
+        report.applied,
+        vec![
+            (1, "initial schema".to_owned()),
+            (2, "outgoing requests".to_owned())
+        ]
+    );
     assert_eq!(report.current, supported_schema_version());
 
     let again = migrate(&cfg(&path)).await.unwrap();
     assert!(again.applied.is_empty());
-    assert_eq!(again.current, 1);
+    assert_eq!(again.current, 2);
 
     // Reopening keeps data and applies nothing.
     let store = open(&cfg(&path)).await.unwrap();
     store.touch_peer("server2.example", 5).await.unwrap();
     store.close().await.unwrap();
     let store = open(&cfg(&path)).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 1);
+    assert_eq!(store.schema_version().await.unwrap(), 2);
     assert_eq!(store.peers().await.unwrap().len(), 1);
     let mut conn = raw(&path).await;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(rows, 1);
+    assert_eq!(rows, 2);
 }
 
 #[tokio::test]
@@ -182,14 +191,14 @@ async fn newer_schema_is_refused_with_an_actionable_message() {
             err,
             StoreError::SchemaTooNew {
                 found: 7,
-                supported: 1
+                supported: 2
             }
         ),
         "{err:?}"
     );
     assert_eq!(
         err.to_string(),
-        "store schema version 7 is newer than this mdgate supports (1): upgrade mdgate, \
+        "store schema version 7 is newer than this mdgate supports (2): upgrade mdgate, \
          or restore the backup taken before the upgrade"
     );
     // `mdgate migrate` refuses the same way and changes nothing.
@@ -224,6 +233,89 @@ async fn modified_migration_is_refused() {
     assert!(err.to_string().contains("checksum mismatch"), "{err}");
 }
 
+/// A database as a version-1 mdgate left it: only 0001 applied, by sqlx's
+/// migrator, from the very file this binary embeds.
+async fn version_1_database(path: &Path) {
+    let sources = tempfile::tempdir().unwrap();
+    std::fs::write(
+        sources.path().join("0001_initial_schema.sql"),
+        include_str!("../../migrations/sqlite/0001_initial_schema.sql"),
+    )
+    .unwrap();
+    let v1 = sqlx::migrate::Migrator::new(sources.path()).await.unwrap();
+    let mut conn = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .foreign_keys(true)
+        .connect()
+        .await
+        .unwrap();
+    v1.run(&mut conn).await.unwrap();
+    // Some server1 state written by the old version.
+    for sql in [
+        "INSERT INTO peers (fqdn, first_seen, last_seen) VALUES ('server2.example', 1, 1)",
+        "INSERT INTO patients (federation_id, upstream_id, created_at) \
+         VALUES ('00000000-0000-4000-8000-000000000001', 42, 1)",
+        "INSERT INTO invitations (id, patient, token_hash, created_at, expires_at) \
+         VALUES ('00000000-0000-4000-8000-000000000002', \
+                 '00000000-0000-4000-8000-000000000001', zeroblob(32), 10, 1000)",
+    ] {
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_version_1_database_is_upgraded_to_version_2() {
+    assert_eq!(supported_schema_version(), 2);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mdgate.db");
+    version_1_database(&path).await;
+
+    // `mdgate migrate` applies exactly 0002, keeping the data.
+    let report = migrate(&cfg(&path)).await.unwrap();
+    assert_eq!(report.applied, vec![(2, "outgoing requests".to_owned())]);
+    assert_eq!(report.current, 2);
+    let store = open(&cfg(&path)).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 2);
+    let patient = store.patient_by_upstream_id(42).await.unwrap().unwrap();
+    let invitations = store
+        .invitations_for_patient(patient.federation_id, 10)
+        .await
+        .unwrap();
+    assert_eq!(invitations.len(), 1);
+    assert!(store.live_grants(0, 10).await.unwrap().is_empty());
+
+    // The new table works on the upgraded file.
+    let new = NewOutgoingRequest {
+        id: Uuid::new_v4(),
+        kind: RequestKind::Access,
+        doctor: "dr.who".into(),
+        doctor_upstream_id: 7,
+        patient_address: "00000000-0000-4000-8000-000000000009@server1.example".into(),
+        server_fqdn: "server1.example".into(),
+        role: "doctor".into(),
+        duration_ms: 1_000,
+        code: "ABCDE-FGHJK".into(),
+        created_at: 5,
+        expires_at: 10,
+    };
+    let created = store
+        .create_outgoing_request(new, Effects::none())
+        .await
+        .unwrap();
+    assert_eq!(created.value.state, OutgoingState::Sending);
+
+    // Opening a version-1 file directly upgrades it the same way.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mdgate.db");
+    version_1_database(&path).await;
+    let store = open(&cfg(&path)).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 2);
+    assert!(store.patient_by_upstream_id(42).await.unwrap().is_some());
+}
+
+// --- durability
 // --- durability
 
 #[tokio::test]
