@@ -79,6 +79,13 @@ CREATE TABLE outgoing_requests (
 -- names the grant in revocations) use the index of UNIQUE (grant_id).
 CREATE INDEX outgoing_requests_doctor ON outgoing_requests (doctor, created_at DESC);
 
+-- Server1 side: the certificate the requesting server presented with its
+-- request (SHA-256, as x5t#S256), so that the grant issued later, on the
+-- patient's own connection, is bound to it. NULL only for requests stored
+-- by schema version 1.
+ALTER TABLE access_requests ADD COLUMN requester_cert_sha256 BLOB
+    CHECK (requester_cert_sha256 IS NULL OR length(requester_cert_sha256) = 32);
+
 -- Server1 side: live grants (unrevoked, by expiry) to warm the grant cache
 -- at start.
 CREATE INDEX grants_live ON grants (expires_at) WHERE revoked_at IS NULL;

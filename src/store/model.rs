@@ -116,6 +116,9 @@ pub struct NewAccessRequest {
     /// invitation must be live and the patient's, and is used up.
     pub invitation_token_hash: [u8; 32],
     pub server_fqdn: String,
+    /// SHA-256 of the certificate the requesting server presented (its
+    /// mutual-TLS identity): the grant will be bound to it.
+    pub requester_cert_sha256: [u8; 32],
     /// `user@server` of the requesting doctor.
     pub doctor: String,
     pub role: String,
@@ -138,6 +141,10 @@ pub struct AccessRequest {
     pub patient: Uuid,
     pub invitation: Uuid,
     pub server_fqdn: String,
+    /// SHA-256 of the requesting server's certificate, as presented with
+    /// the request. `None` only for requests stored before schema
+    /// version 2.
+    pub requester_cert_sha256: Option<[u8; 32]>,
     pub doctor: String,
     pub role: String,
     pub duration_ms: i64,
@@ -326,12 +333,15 @@ impl OutgoingState {
     /// [`Store::update_outgoing_request`](super::Store::update_outgoing_request)).
     pub fn can_move_to(self, to: OutgoingState) -> bool {
         use OutgoingState::*;
-        match (self, to) {
-            (Sending, Pending) => true,
-            (Sending | Pending, Approved | Denied | Voided | Expired | Cancelled | Failed) => true,
-            (Approved, Revoked | Expired) => true,
-            _ => false,
-        }
+        matches!(
+            (self, to),
+            (Sending, Pending)
+                | (
+                    Sending | Pending,
+                    Approved | Denied | Voided | Expired | Cancelled | Failed
+                )
+                | (Approved, Revoked | Expired)
+        )
     }
 }
 

@@ -69,8 +69,9 @@ macro_rules! invitation_cols {
 }
 macro_rules! request_cols {
     () => {
-        "id, kind, patient, invitation, server_fqdn, doctor, role, duration_ms, code_hash, \
-         attempts, state, created_at, expires_at, decided_at, idempotency_key"
+        "id, kind, patient, invitation, server_fqdn, requester_cert_sha256, doctor, role, \
+         duration_ms, code_hash, attempts, state, created_at, expires_at, decided_at, \
+         idempotency_key"
     };
 }
 macro_rules! grant_cols {
@@ -353,6 +354,16 @@ fn hash_at(row: &SqliteRow, col: &str) -> Result<[u8; 32], StoreError> {
         .map_err(|_| StoreError::corrupt(format!("{col} is not 32 bytes")))
 }
 
+fn optional_hash_at(row: &SqliteRow, col: &str) -> Result<Option<[u8; 32]>, StoreError> {
+    let bytes: Option<Vec<u8>> = row.try_get(col)?;
+    bytes
+        .map(|b| {
+            <[u8; 32]>::try_from(b.as_slice())
+                .map_err(|_| StoreError::corrupt(format!("{col} is not 32 bytes")))
+        })
+        .transpose()
+}
+
 fn u32_at(row: &SqliteRow, col: &str) -> Result<u32, StoreError> {
     let n: i64 = row.try_get(col)?;
     u32::try_from(n).map_err(|_| StoreError::corrupt(format!("{col} out of range")))
@@ -421,6 +432,7 @@ fn request_from_row(row: &SqliteRow) -> Result<AccessRequest, StoreError> {
         patient: uuid_at(row, "patient")?,
         invitation: uuid_at(row, "invitation")?,
         server_fqdn: row.try_get("server_fqdn")?,
+        requester_cert_sha256: optional_hash_at(row, "requester_cert_sha256")?,
         doctor: row.try_get("doctor")?,
         role: row.try_get("role")?,
         duration_ms: row.try_get("duration_ms")?,
@@ -1173,6 +1185,8 @@ impl Store for SqliteStore {
             .await?;
             if let Some(row) = existing {
                 let stored = request_from_row(&row)?;
+                // The certificate is not compared: a retry may come after
+                // the peer rolled its TLS key; the request keeps the first.
                 let same = stored.kind == request.kind
                     && stored.patient == request.patient
                     && stored.doctor == request.doctor
@@ -1205,9 +1219,10 @@ impl Store for SqliteStore {
                 what: "live invitation",
             })?;
             let row = sqlx::query(concat!(
-                "INSERT INTO access_requests (id, kind, patient, invitation, server_fqdn, doctor, \
-                 role, duration_ms, code_hash, created_at, expires_at, idempotency_key) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING ",
+                "INSERT INTO access_requests (id, kind, patient, invitation, server_fqdn, \
+                 requester_cert_sha256, doctor, role, duration_ms, code_hash, created_at, \
+                 expires_at, idempotency_key) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) RETURNING ",
                 request_cols!()
             ))
             .bind(uuid_text(request.id))
@@ -1215,6 +1230,7 @@ impl Store for SqliteStore {
             .bind(uuid_text(request.patient))
             .bind(&invitation)
             .bind(&request.server_fqdn)
+            .bind(request.requester_cert_sha256.as_slice())
             .bind(&request.doctor)
             .bind(&request.role)
             .bind(request.duration_ms)
@@ -1375,14 +1391,19 @@ impl Store for SqliteStore {
                 ));
             }
             // Role and validity are the patient's choice at approval; who
-            // the grant is for is fixed by the request.
+            // the grant is for is fixed by the request, down to the
+            // certificate the requesting server presented (requests stored
+            // before schema version 2 did not record it).
             if grant.patient != request.patient
                 || grant.server_fqdn != request.server_fqdn
                 || grant.doctor != request.doctor
+                || request
+                    .requester_cert_sha256
+                    .is_some_and(|cert| cert != grant.server_key_sha256)
             {
                 return Err(StoreError::conflict(
                     ConflictKind::Check,
-                    "grant does not match its request (patient, server or doctor)",
+                    "grant does not match its request (patient, server, certificate or doctor)",
                 ));
             }
             sqlx::query(

@@ -256,9 +256,15 @@ async fn version_1_database(path: &Path) {
         "INSERT INTO peers (fqdn, first_seen, last_seen) VALUES ('server2.example', 1, 1)",
         "INSERT INTO patients (federation_id, upstream_id, created_at) \
          VALUES ('00000000-0000-4000-8000-000000000001', 42, 1)",
-        "INSERT INTO invitations (id, patient, token_hash, created_at, expires_at) \
+        "INSERT INTO invitations (id, patient, token_hash, created_at, expires_at, used_at) \
          VALUES ('00000000-0000-4000-8000-000000000002', \
-                 '00000000-0000-4000-8000-000000000001', zeroblob(32), 10, 1000)",
+                 '00000000-0000-4000-8000-000000000001', zeroblob(32), 10, 1000, 20)",
+        "INSERT INTO access_requests (id, kind, patient, invitation, server_fqdn, doctor, \
+         role, duration_ms, code_hash, created_at, expires_at, idempotency_key) \
+         VALUES ('00000000-0000-4000-8000-000000000003', 'access', \
+                 '00000000-0000-4000-8000-000000000001', \
+                 '00000000-0000-4000-8000-000000000002', 'server2.example', \
+                 'dr.who@server2.example', 'doctor', 1000, zeroblob(32), 20, 600, 'k')",
     ] {
         sqlx::query(sql).execute(&mut conn).await.unwrap();
     }
@@ -285,6 +291,11 @@ async fn a_version_1_database_is_upgraded_to_version_2() {
         .unwrap();
     assert_eq!(invitations.len(), 1);
     assert!(store.live_grants(0, 10).await.unwrap().is_empty());
+    // A request stored by version 1 has no requester certificate; the
+    // sweeper finds it like any other.
+    let old = store.expired_pending_requests(600, 10).await.unwrap();
+    assert_eq!(old.len(), 1);
+    assert_eq!(old[0].requester_cert_sha256, None);
 
     // The new table works on the upgraded file.
     let new = NewOutgoingRequest {
@@ -763,6 +774,7 @@ fn new_request(f: &Fixture, key: &str) -> NewAccessRequest {
         patient: f.patient,
         invitation_token_hash: f.token,
         server_fqdn: "server2.example".into(),
+        requester_cert_sha256: [3; 32],
         doctor: "dr.who@server2.example".into(),
         role: "doctor".into(),
         duration_ms: 3_600_000,
@@ -1015,7 +1027,9 @@ async fn approval_creates_a_grant_with_its_effects_atomically() {
         .is_empty());
     assert!(f.store.audit_head().await.unwrap().is_none());
 
-    // A grant for someone else is refused.
+    // A grant for someone else is refused, as is one bound to another
+    // certificate than the request came with.
+    assert_eq!(r.requester_cert_sha256, Some([3; 32]));
     let mut wrong = grant_for(&r);
     wrong.doctor = "other@server2.example".into();
     assert!(f
@@ -1023,6 +1037,25 @@ async fn approval_creates_a_grant_with_its_effects_atomically() {
         .approve_request(wrong, 200, Effects::none())
         .await
         .is_err());
+    let other_cert = Grant {
+        server_key_sha256: [4; 32],
+        ..grant_for(&r)
+    };
+    let err = f
+        .store
+        .approve_request(other_cert, 200, Effects::none())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                kind: ConflictKind::Check,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 
     // Expired requests cannot be approved.
     assert!(matches!(

@@ -587,7 +587,7 @@ async fn a_doctors_requests_newest_first() {
         .create_outgoing_request(new_outgoing("dr.no", 5_000), Effects::none())
         .await
         .unwrap();
-    mine.sort_by(|a, b| b.0.cmp(&a.0));
+    mine.sort_by_key(|m| std::cmp::Reverse(m.0));
     let listed = store
         .outgoing_requests_for_doctor("dr.who", u32::MAX)
         .await
