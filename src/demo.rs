@@ -34,17 +34,33 @@ pub async fn run(dir: Option<PathBuf>, once: bool) -> DemoResult<()> {
     };
     let bed = testbed::Testbed::start(&dir, &["server1", "server2"], "").await?;
     println!("mdgate demo: two access.md servers federating through two mdgates, on loopback.");
-    println!("files (keys, certificates, configurations, stores): {}", dir.display());
-    println!("DNS server for the zone {} (keys published there): {}", testbed::ZONE, bed.dns.addr());
+    println!(
+        "files (keys, certificates, configurations, stores): {}",
+        dir.display()
+    );
+    println!(
+        "DNS server for the zone {} (keys published there): {}",
+        testbed::ZONE,
+        bed.dns.addr()
+    );
     for site in &bed.sites {
         let r = site.running();
         println!("{}:", site.fqdn);
-        println!("  access.md emulator (upstream): {}", site.emulator().base_url());
-        println!("  pages (patients and doctors):  {}/federation/", site.public_url());
+        println!(
+            "  access.md emulator (upstream): {}",
+            site.emulator().base_url()
+        );
+        println!(
+            "  pages (patients and doctors):  {}/federation/",
+            site.public_url()
+        );
         if let Some(fed) = r.federation_addr {
             println!("  federation listener (mTLS):    {fed}");
         }
-        println!("  admin (metrics):               http://{}/metrics", r.admin_addr);
+        println!(
+            "  admin (metrics):               http://{}/metrics",
+            r.admin_addr
+        );
     }
 
     flow::walk(&bed).await?;
@@ -71,7 +87,9 @@ pub async fn run(dir: Option<PathBuf>, once: bool) -> DemoResult<()> {
         "  2. sign in as {} on {} (another browser profile), paste it, and note the code;",
         bed.sites[1].doctor.username, bed.sites[1].fqdn
     );
-    println!("  3. back on the patient's page, type the code and approve; then read as the doctor.");
+    println!(
+        "  3. back on the patient's page, type the code and approve; then read as the doctor."
+    );
     println!(
         "  Check what server2 sees of server1: mdgate check-peer -c {} {}",
         bed.sites[1].config_path.display(),

@@ -128,16 +128,21 @@ impl Federation {
         let rest = rest.to_owned();
         let (class, result) = match (method, rest.as_str()) {
             (_, r) if r.starts_with("records/") => {
-                let result = access::peer::data(access, peer, req).await.map(|(status, ct, body)| {
-                    let mut resp = Response::new(ProxyBody::full(body));
-                    *resp.status_mut() = status;
-                    if let Some(ct) = ct {
-                        resp.headers_mut().insert(header::CONTENT_TYPE, ct);
-                    }
-                    resp.headers_mut()
-                        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                    resp
-                });
+                let result =
+                    access::peer::data(access, peer, req)
+                        .await
+                        .map(|(status, ct, body)| {
+                            let mut resp = Response::new(ProxyBody::full(body));
+                            *resp.status_mut() = status;
+                            if let Some(ct) = ct {
+                                resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+                            }
+                            resp.headers_mut().insert(
+                                header::CACHE_CONTROL,
+                                HeaderValue::from_static("no-store"),
+                            );
+                            resp
+                        });
                 ("records", result)
             }
             (Method::POST, wire::ACCESS_REQUESTS) => {

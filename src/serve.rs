@@ -416,22 +416,21 @@ fn build_access(
     let signing = SigningKey::load(&keys.signing.key_file, &keys.signing.selector)
         .map_err(|e| err("signing key", &e))?;
     let mut verifying = vec![signing.verifying_key().clone()];
-    for other in [&keys.next_signing, &keys.previous_signing].into_iter().flatten() {
+    for other in [&keys.next_signing, &keys.previous_signing]
+        .into_iter()
+        .flatten()
+    {
         let key = SigningKey::load(&other.key_file, &other.selector)
             .map_err(|e| err("signing key", &e))?;
         verifying.push(key.verifying_key().clone());
     }
-    let verifier = crate::token::GrantVerifier::new(
-        &config.server.fqdn,
-        verifying,
-        keys.clock_skew,
-        100_000,
-    );
+    let verifier =
+        crate::token::GrantVerifier::new(&config.server.fqdn, verifying, keys.clock_skew, 100_000);
     let upstream = crate::upstream::AccessMd::new(&config.upstream);
     let accounts = crate::upstream::Accounts::from_config(&upstream, &config.upstream)
         .map_err(|e| err("upstream accounts", &e))?;
-    let webhook = crate::notify::Webhook::from_config(&config.notify)
-        .map_err(|e| err("webhook", &e))?;
+    let webhook =
+        crate::notify::Webhook::from_config(&config.notify).map_err(|e| err("webhook", &e))?;
     Ok(crate::federation::access::Access::new(
         crate::federation::access::AccessParts {
             fqdn: config.server.fqdn.clone(),

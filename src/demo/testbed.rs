@@ -149,7 +149,11 @@ impl Testbed {
     }
 }
 
-async fn admin_call(access: &AccessMd, path: &'static str, body: serde_json::Value) -> Result<(), TestbedError> {
+async fn admin_call(
+    access: &AccessMd,
+    path: &'static str,
+    body: serde_json::Value,
+) -> Result<(), TestbedError> {
     let login = access
         .login("admin", &Secret::new(ADMIN_PASSWORD))
         .await
@@ -166,7 +170,12 @@ async fn admin_call(access: &AccessMd, path: &'static str, body: serde_json::Val
     Ok(())
 }
 
-async fn signup(access: &AccessMd, login: &Login, first: &str, last: &str) -> Result<(), TestbedError> {
+async fn signup(
+    access: &AccessMd,
+    login: &Login,
+    first: &str,
+    last: &str,
+) -> Result<(), TestbedError> {
     let body = serde_json::json!({"username": login.username, "password": login.password,
         "telephoneNumber": "0790000000", "firstName": first, "lastName": last});
     let req = ApiRequest::with_json(
@@ -178,13 +187,21 @@ async fn signup(access: &AccessMd, login: &Login, first: &str, last: &str) -> Re
     .map_err(err("request"))?;
     let reply = access.send(&req, None).await.map_err(err("access.md"))?;
     if !reply.status().is_success() {
-        return Err(format!("patient signup: access.md answered {}", reply.status()));
+        return Err(format!(
+            "patient signup: access.md answered {}",
+            reply.status()
+        ));
     }
     Ok(())
 }
 
 impl Site {
-    async fn create(dns: &TestDnsServer, fqdn: &str, dir: &Path, extra: &str) -> Result<Site, TestbedError> {
+    async fn create(
+        dns: &TestDnsServer,
+        fqdn: &str,
+        dir: &Path,
+        extra: &str,
+    ) -> Result<Site, TestbedError> {
         let short = fqdn.split('.').next().unwrap_or("site").to_owned();
         let emulator = Emulator::bind(
             SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -199,7 +216,8 @@ impl Site {
 
         // Accounts.
         let upstream_cfg = crate::config::Upstream {
-            authority: crate::config::parse_upstream_url(&upstream_url).map_err(err("upstream URL"))?,
+            authority: crate::config::parse_upstream_url(&upstream_url)
+                .map_err(err("upstream URL"))?,
             connect_timeout: std::time::Duration::from_secs(2),
             response_timeout: std::time::Duration::from_secs(10),
             pool_idle_timeout: std::time::Duration::from_secs(30),
@@ -239,7 +257,11 @@ impl Site {
         write_new(&dir.join("fed.crt"), cert.as_bytes(), false)?;
         write_new(&dir.join("fed.key"), key.as_bytes(), true)?;
         let signing = SigningKey::generate(SIGNING_SELECTOR).map_err(err("signing key"))?;
-        write_new(&dir.join("signing.key"), signing.to_pkcs8_pem().as_bytes(), true)?;
+        write_new(
+            &dir.join("signing.key"),
+            signing.to_pkcs8_pem().as_bytes(),
+            true,
+        )?;
         write_new(
             &dir.join("federation-account.password"),
             federation_account.password.as_bytes(),
@@ -333,12 +355,18 @@ fn write_new(path: &Path, bytes: &[u8], private: bool) -> Result<(), TestbedErro
 
 /// Publishes the site's records: the index (with the federation port),
 /// the TLS key hash, the signing key, and the address.
-async fn publish(dns: &TestDnsServer, fqdn: &str, dir: &Path, port: u16) -> Result<(), TestbedError> {
+async fn publish(
+    dns: &TestDnsServer,
+    fqdn: &str,
+    dir: &Path,
+    port: u16,
+) -> Result<(), TestbedError> {
     let cert = std::fs::read(dir.join("fed.crt")).map_err(err("certificate"))?;
     let der = CertificateDer::from_pem_slice(&cert).map_err(err("certificate"))?;
     let id = crate::tls::peer_identity(&der).map_err(err("certificate"))?;
     let signing_pem = std::fs::read(dir.join("signing.key")).map_err(err("signing key"))?;
-    let signing = SigningKey::from_pkcs8_pem(SIGNING_SELECTOR, &signing_pem).map_err(err("signing key"))?;
+    let signing =
+        SigningKey::from_pkcs8_pem(SIGNING_SELECTOR, &signing_pem).map_err(err("signing key"))?;
     let mut index = IndexRecord::new(vec![
         Selector::parse(TLS_SELECTOR).map_err(err("selector"))?,
         Selector::parse(SIGNING_SELECTOR).map_err(err("selector"))?,
@@ -358,12 +386,18 @@ async fn publish(dns: &TestDnsServer, fqdn: &str, dir: &Path, port: u16) -> Resu
     dns.set_txt(&format!("_mdgate.{fqdn}."), &[&index.to_string()])
         .await
         .map_err(&dns_err)?;
-    dns.set_txt(&format!("{TLS_SELECTOR}._mdgate.{fqdn}."), &[&tls.to_string()])
-        .await
-        .map_err(&dns_err)?;
-    dns.set_txt(&format!("{SIGNING_SELECTOR}._mdgate.{fqdn}."), &[&sig.to_string()])
-        .await
-        .map_err(&dns_err)?;
+    dns.set_txt(
+        &format!("{TLS_SELECTOR}._mdgate.{fqdn}."),
+        &[&tls.to_string()],
+    )
+    .await
+    .map_err(&dns_err)?;
+    dns.set_txt(
+        &format!("{SIGNING_SELECTOR}._mdgate.{fqdn}."),
+        &[&sig.to_string()],
+    )
+    .await
+    .map_err(&dns_err)?;
     dns.set_a(&format!("{fqdn}."), Ipv4Addr::LOCALHOST)
         .await
         .map_err(&dns_err)?;

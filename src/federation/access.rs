@@ -25,9 +25,8 @@ use uuid::Uuid;
 
 use crate::policy::{Role, RouteId};
 use crate::store::{
-    self, AuditRecord, Effects, NewAccessRequest, NewOutboxMessage, NewOutgoingRequest,
-    OutgoingState, OutgoingUpdate, ReceivedGrant, RequestKind, RequestState, Store, StoreError,
-    UnixMillis,
+    self, AuditRecord, Effects, NewOutboxMessage, NewOutgoingRequest, OutgoingState,
+    OutgoingUpdate, ReceivedGrant, RequestKind, RequestState, Store, StoreError, UnixMillis,
 };
 use crate::upstream::{self, LinkError, Secret, SignInError, SignedInUser, UpstreamError};
 
@@ -90,6 +89,27 @@ pub struct DoctorRequest {
     pub grant_expires_at: Option<UnixMillis>,
     /// Whether the record can be read now (approved, unexpired).
     pub readable: bool,
+}
+
+impl std::fmt::Debug for DoctorRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DoctorRequest")
+            .field("id", &self.id)
+            .field("patient_address", &self.patient_address)
+            .field("role", &self.role)
+            .field("state", &self.state)
+            .field("reason", &self.reason)
+            .field("code", &self.code.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for NewInvitation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewInvitation")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why an action on the pages failed. [`AccessError::message`] is written
@@ -331,7 +351,13 @@ impl Access {
         })
     }
 
-    fn peer_message(&self, to: &str, path: &str, key: String, body: serde_json::Value) -> NewOutboxMessage {
+    fn peer_message(
+        &self,
+        to: &str,
+        path: &str,
+        key: String,
+        body: serde_json::Value,
+    ) -> NewOutboxMessage {
         self.peer_message_after(to, path, key, body, 0)
     }
 
@@ -554,7 +580,12 @@ impl Access {
         Ok(())
     }
 
-    fn decision(&self, req: &store::AccessRequest, state: &str, token: Option<String>) -> NewOutboxMessage {
+    fn decision(
+        &self,
+        req: &store::AccessRequest,
+        state: &str,
+        token: Option<String>,
+    ) -> NewOutboxMessage {
         let msg = DecisionMsg {
             request: req.id,
             state: state.to_owned(),
@@ -583,23 +614,29 @@ impl Access {
         let patient = self.patient_of(user).await?;
         let req = self.own_pending(&patient, request).await?;
         if req.kind != RequestKind::Access {
-            return Err(AccessError::BadInput("this request is not an access request"));
+            return Err(AccessError::BadInput(
+                "this request is not an access request",
+            ));
         }
         let asked_role: Role = req.role.parse().map_err(|_| AccessError::Internal)?;
         let role = role.unwrap_or(asked_role);
         if role > asked_role {
-            return Err(AccessError::BadInput("the role cannot be higher than asked"));
+            return Err(AccessError::BadInput(
+                "the role cannot be higher than asked",
+            ));
         }
         let asked = Duration::from_millis(u64::try_from(req.duration_ms).unwrap_or(0));
         let duration = duration.unwrap_or(asked);
         if duration > asked || duration.is_zero() {
-            return Err(AccessError::BadInput("the duration cannot be longer than asked"));
+            return Err(AccessError::BadInput(
+                "the duration cannot be longer than asked",
+            ));
         }
         let duration = duration.min(self.inner.parts.limits.max_grant);
 
         // The code first: a wrong code changes nothing but the count.
-        let good = code::code_hash(req.id, code)
-            .is_some_and(|h| ring::constant_time::verify_slices_are_equal(&h, &req.code_hash).is_ok());
+        let good =
+            code::code_hash(req.id, code).is_some_and(|h| constant_time_eq(&h, &req.code_hash));
         if !good {
             return Err(self.wrong_code(&req).await);
         }
@@ -721,8 +758,12 @@ impl Access {
     pub async fn deny(&self, user: &SignedInUser, request: Uuid) -> Result<(), AccessError> {
         let patient = self.patient_of(user).await?;
         let req = self.own_pending(&patient, request).await?;
-        self.close(&req, RequestState::Denied, &self.address(patient.federation_id))
-            .await
+        self.close(
+            &req,
+            RequestState::Denied,
+            &self.address(patient.federation_id),
+        )
+        .await
     }
 
     /// Revokes one of the patient's grants, effective on the next request.
@@ -742,7 +783,11 @@ impl Access {
     }
 
     /// Revokes `g` (idempotent) and tells its holder.
-    pub(crate) async fn revoke_grant(&self, g: &store::Grant, actor: &str) -> Result<(), AccessError> {
+    pub(crate) async fn revoke_grant(
+        &self,
+        g: &store::Grant,
+        actor: &str,
+    ) -> Result<(), AccessError> {
         let now = now_ms();
         let notice = RevocationMsg {
             request: g.request_id,
@@ -818,10 +863,14 @@ impl Access {
             ));
         }
         if duration.is_zero() || duration > self.inner.parts.limits.max_grant {
-            return Err(AccessError::BadInput("the duration is longer than this server allows"));
+            return Err(AccessError::BadInput(
+                "the duration is longer than this server allows",
+            ));
         }
         if user.username.len() > 128 || user.username.is_empty() {
-            return Err(AccessError::BadInput("the username is too long for a federation address"));
+            return Err(AccessError::BadInput(
+                "the username is too long for a federation address",
+            ));
         }
         let id = Uuid::new_v4();
         let code = code::new_code(rand::thread_rng().gen::<u64>());
@@ -959,14 +1008,17 @@ impl Access {
         let now = now_ms();
         let grant = match (&row.state, &row.grant) {
             (OutgoingState::Approved, Some(g)) if g.expires_at > now => g.clone(),
-            (OutgoingState::Approved, Some(_)) => return Err(AccessError::Closed { state: "expired" }),
+            (OutgoingState::Approved, Some(_)) => {
+                return Err(AccessError::Closed { state: "expired" })
+            }
             _ => {
                 return Err(AccessError::Closed {
                     state: row.state.as_str(),
                 })
             }
         };
-        let address = code::parse_address(&row.patient_address).map_err(|_| AccessError::Internal)?;
+        let address =
+            code::parse_address(&row.patient_address).map_err(|_| AccessError::Internal)?;
         Ok((row, grant, address))
     }
 
@@ -979,7 +1031,9 @@ impl Access {
         route: RouteId,
     ) -> Result<serde_json::Value, AccessError> {
         if route.rule().method != http::Method::GET {
-            return Err(AccessError::BadInput("this part of the record cannot be read"));
+            return Err(AccessError::BadInput(
+                "this part of the record cannot be read",
+            ));
         }
         let (row, grant, address) = self.readable(user, request).await?;
         let path = route.federation_path(&address.patient);
@@ -999,18 +1053,30 @@ impl Access {
     ) -> Result<(), AccessError> {
         let (row, grant, address) = self.readable(user, request).await?;
         if grant.role != Role::Contributor.as_str() {
-            return Err(AccessError::BadInput("this grant does not allow asking questions"));
+            return Err(AccessError::BadInput(
+                "this grant does not allow asking questions",
+            ));
         }
         let body = serde_json::to_vec(question).map_err(|_| AccessError::Internal)?;
         let path = RouteId::AskQuestion.federation_path(&address.patient);
-        peer::data_request(self, &row, &grant, http::Method::POST, &path, Some(Bytes::from(body)))
-            .await?;
+        peer::data_request(
+            self,
+            &row,
+            &grant,
+            http::Method::POST,
+            &path,
+            Some(Bytes::from(body)),
+        )
+        .await?;
         Ok(())
     }
 
     /// The WebFinger (RFC 7033) answer for `resource` (`acct:<fid>@<fqdn>`
     /// or `<fid>@<fqdn>`), or `None` when it names no patient here.
-    pub async fn webfinger(&self, resource: &str) -> Result<Option<serde_json::Value>, AccessError> {
+    pub async fn webfinger(
+        &self,
+        resource: &str,
+    ) -> Result<Option<serde_json::Value>, AccessError> {
         let Ok(address) = code::parse_address(resource) else {
             return Ok(None);
         };
@@ -1042,6 +1108,11 @@ impl Access {
             "links": links,
         })))
     }
+}
+
+/// Compares two hashes without an early exit.
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn link_error(e: LinkError) -> AccessError {
@@ -1081,7 +1152,8 @@ fn doctor_view(row: store::OutgoingRequest) -> DoctorRequest {
     let role = row.role.parse().unwrap_or(Role::Viewer);
     let granted_role = row.grant.as_ref().and_then(|g| g.role.parse().ok());
     let grant_expires_at = row.grant.as_ref().map(|g| g.expires_at);
-    let readable = row.state == OutgoingState::Approved && grant_expires_at.is_some_and(|e| e > now);
+    let readable =
+        row.state == OutgoingState::Approved && grant_expires_at.is_some_and(|e| e > now);
     DoctorRequest {
         id: row.id,
         patient_address: row.patient_address,

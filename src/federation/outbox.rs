@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use super::access::wire::{self, ErrorMsg, PeerPost};
 use super::access::{millis, Access};
-use crate::store::{OutboxMessage, OutgoingState, OutgoingUpdate, Effects};
+use crate::store::{Effects, OutboxMessage, OutgoingState, OutgoingUpdate};
 
 /// Messages taken per round.
 const BATCH: u32 = 32;
@@ -110,7 +110,8 @@ pub async fn deliver(access: &Access, msg: &OutboxMessage) {
             store.mark_delivered(msg.id, now).await
         }
         Attempt::Retry(why) => {
-            let next = now + i64::try_from(backoff(msg.attempts).as_millis()).unwrap_or(i64::MAX / 2);
+            let next =
+                now + i64::try_from(backoff(msg.attempts).as_millis()).unwrap_or(i64::MAX / 2);
             tracing::info!(outbox.id = msg.id, kind = %msg.kind, to = %msg.destination, attempts = msg.attempts + 1, error = %why, "delivery failed; will retry");
             store.mark_failed(msg.id, next, &why).await
         }
@@ -133,7 +134,16 @@ async fn to_peer(access: &Access, msg: &OutboxMessage) -> Attempt {
     if let Ok(v) = http::HeaderValue::from_str(&msg.idempotency_key) {
         headers.insert("idempotency-key", v);
     }
-    match super::access::peer_send(access, &msg.destination, Method::POST, &path, headers, Some(body)).await {
+    match super::access::peer_send(
+        access,
+        &msg.destination,
+        Method::POST,
+        &path,
+        headers,
+        Some(body),
+    )
+    .await
+    {
         Err(e) => Attempt::Retry(format!("{}: {e}", e.reason())),
         Ok((status, body)) => {
             if status.is_success() {

@@ -162,7 +162,9 @@ mod tests {
         assert_eq!(new_code((1 << 50) - 1), "ZZZZZ-ZZZZZ");
         let c = new_code(0x0123_4567_89ab_cdef);
         assert_eq!(c.len(), 11);
-        assert!(c.chars().all(|ch| ch == '-' || ALPHABET.contains(&(ch as u8))));
+        assert!(c
+            .chars()
+            .all(|ch| ch == '-' || ALPHABET.contains(&(ch as u8))));
         for bad in ['I', 'L', 'O', 'U'] {
             assert!(!ALPHABET.contains(&(bad as u8)));
         }
@@ -200,8 +202,13 @@ mod tests {
         };
         let token = new_invitation_token([7; 16]);
         let p = payload(&address, &token);
-        assert!(p.starts_with("mdgate:00000000-0000-0000-0000-000000000abc@one.example.org?invitation="));
-        assert_eq!(parse_payload(&format!("  {p}\n")), Ok((address, token.clone())));
+        assert!(p.starts_with(
+            "mdgate:00000000-0000-0000-0000-000000000abc@one.example.org?invitation="
+        ));
+        assert_eq!(
+            parse_payload(&format!("  {p}\n")),
+            Ok((address, token.clone()))
+        );
         assert_eq!(parse_payload("https://x"), Err(PayloadError::Scheme));
         assert_eq!(
             parse_payload("mdgate:00000000-0000-0000-0000-000000000abc@one.example.org"),
@@ -224,7 +231,9 @@ mod tests {
             Err(PayloadError::Server)
         );
         assert_eq!(
-            parse_payload("mdgate:00000000-0000-0000-0000-000000000abc@one.example.org?invitation=short"),
+            parse_payload(
+                "mdgate:00000000-0000-0000-0000-000000000abc@one.example.org?invitation=short"
+            ),
             Err(PayloadError::Invitation)
         );
         assert!(invitation_hash(&token).is_some());

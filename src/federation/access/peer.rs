@@ -84,7 +84,7 @@ fn store_failed(context: &'static str) -> impl Fn(StoreError) -> PeerError {
 pub async fn read_json<T: serde::de::DeserializeOwned, B>(body: B) -> Result<T, PeerError>
 where
     B: http_body::Body,
-    B::Error: std::fmt::Display,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let bytes = read_limited(body, MAX_MESSAGE).await?;
     serde_json::from_slice(&bytes).map_err(|_| PeerError::bad("invalid_message"))
@@ -94,13 +94,14 @@ where
 pub async fn read_limited<B>(body: B, limit: usize) -> Result<Bytes, PeerError>
 where
     B: http_body::Body,
-    B::Error: std::fmt::Display,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(PeerError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"))
-        }
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(PeerError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        )),
         Err(_) => Err(PeerError::bad("body_unreadable")),
     }
 }
@@ -109,7 +110,11 @@ fn secs_to_ms(s: i64) -> i64 {
     s.saturating_mul(1000)
 }
 
-fn status_msg(req: &store::AccessRequest, token: Option<String>, revoked_at: Option<i64>) -> RequestStatusMsg {
+fn status_msg(
+    req: &store::AccessRequest,
+    token: Option<String>,
+    revoked_at: Option<i64>,
+) -> RequestStatusMsg {
     RequestStatusMsg {
         id: req.id,
         state: req.state.as_str().to_owned(),
@@ -140,9 +145,14 @@ pub async fn accept_request(
         "transfer" => RequestKind::Transfer,
         _ => return Err(PeerError::bad("invalid_kind")),
     };
-    let role: Role = msg.role.parse().map_err(|_| PeerError::bad("invalid_role"))?;
+    let role: Role = msg
+        .role
+        .parse()
+        .map_err(|_| PeerError::bad("invalid_role"))?;
     let max = access.parts().limits.max_grant;
-    if msg.duration <= 0 || u64::try_from(msg.duration).map_or(true, |d| Duration::from_secs(d) > max) {
+    if msg.duration <= 0
+        || u64::try_from(msg.duration).map_or(true, |d| Duration::from_secs(d) > max)
+    {
         return Err(PeerError::bad("duration_too_long"));
     }
     let code_hash: [u8; 32] = URL_SAFE_NO_PAD
@@ -150,8 +160,8 @@ pub async fn accept_request(
         .ok()
         .and_then(|v| v.try_into().ok())
         .ok_or(PeerError::bad("invalid_code_hash"))?;
-    let invitation_hash =
-        super::code::invitation_hash(&msg.invitation).ok_or(PeerError::bad("invalid_invitation"))?;
+    let invitation_hash = super::code::invitation_hash(&msg.invitation)
+        .ok_or(PeerError::bad("invalid_invitation"))?;
     let code_ttl = super::duration_ms(access.parts().limits.code_ttl);
     let expires_at = secs_to_ms(msg.expires_at).min(now + code_ttl);
     if expires_at <= now {
@@ -175,7 +185,11 @@ pub async fn accept_request(
         .touch_peer(peer.fqdn(), now)
         .await
         .map_err(store_failed("cannot record the peer"))?;
-    if let Some(peer_row) = store.peer(peer.fqdn()).await.map_err(store_failed("cannot read the peer"))? {
+    if let Some(peer_row) = store
+        .peer(peer.fqdn())
+        .await
+        .map_err(store_failed("cannot read the peer"))?
+    {
         if peer_row.state == store::PeerState::Blocked {
             return Err(PeerError::new(StatusCode::FORBIDDEN, "peer_blocked"));
         }
@@ -216,13 +230,20 @@ pub async fn accept_request(
                 access.kick();
                 tracing::info!(request = %msg.id, peer.fqdn = peer.fqdn(), "access request received");
             }
-            let status = if outcome.changed { StatusCode::ACCEPTED } else { StatusCode::OK };
+            let status = if outcome.changed {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::OK
+            };
             Ok((status, status_msg(&outcome.value, None, None)))
         }
-        Err(StoreError::NotFound { .. }) => Err(PeerError::new(StatusCode::FORBIDDEN, "invitation_invalid")),
-        Err(StoreError::Conflict { kind: store::ConflictKind::IdempotencyKey, .. }) => {
-            Err(PeerError::new(StatusCode::CONFLICT, "request_id_reused"))
+        Err(StoreError::NotFound { .. }) => {
+            Err(PeerError::new(StatusCode::FORBIDDEN, "invitation_invalid"))
         }
+        Err(StoreError::Conflict {
+            kind: store::ConflictKind::IdempotencyKey,
+            ..
+        }) => Err(PeerError::new(StatusCode::CONFLICT, "request_id_reused")),
         Err(StoreError::Conflict { .. }) => {
             Err(PeerError::new(StatusCode::FORBIDDEN, "invitation_invalid"))
         }
@@ -232,7 +253,11 @@ pub async fn accept_request(
 
 /// `GET access-requests/{id}`: the requester asks where its request is.
 /// The token is handed out again here, to the requester only.
-pub async fn request_status(access: &Access, peer: &PeerId, id: Uuid) -> Result<RequestStatusMsg, PeerError> {
+pub async fn request_status(
+    access: &Access,
+    peer: &PeerId,
+    id: Uuid,
+) -> Result<RequestStatusMsg, PeerError> {
     let store = access.store();
     let req = store
         .access_request(id)
@@ -306,7 +331,9 @@ pub async fn data(
                 e.moved_to = Some(to);
                 return Err(e);
             }
-            access.grants().insert(LiveGrant::new(grant, patient.upstream_id))
+            access
+                .grants()
+                .insert(LiveGrant::new(grant, patient.upstream_id))
         }
     };
     if live.is_revoked() {
@@ -316,7 +343,10 @@ pub async fn data(
         return Err(PeerError::new(StatusCode::UNAUTHORIZED, "grant_expired"));
     }
     if live.grant.patient != claims.patient || live.grant.server_fqdn != peer.fqdn() {
-        return Err(PeerError::new(StatusCode::UNAUTHORIZED, "token_grant_mismatch"));
+        return Err(PeerError::new(
+            StatusCode::UNAUTHORIZED,
+            "token_grant_mismatch",
+        ));
     }
     // The lower of the token's and the stored role.
     let stored_role: Role = live.grant.role.parse().map_err(|_| PeerError::internal())?;
@@ -344,7 +374,11 @@ pub async fn data(
         .policy
         .decide(&facts, &grant_facts)
         .map_err(|deny| {
-            tracing::info!(peer.fqdn = peer.fqdn(), reason = deny.reason.label(), "data request denied by policy");
+            tracing::info!(
+                peer.fqdn = peer.fqdn(),
+                reason = deny.reason.label(),
+                "data request denied by policy"
+            );
             PeerError::new(deny.reason.status(), deny.reason.label())
         })?;
     let upstream_body = match permit.body {
@@ -361,11 +395,23 @@ pub async fn data(
         .accounts
         .identity_for_patient(UpstreamId(live.upstream_patient_id))
         .await
-        .ok_or(PeerError::new(StatusCode::BAD_GATEWAY, "patient_unreachable"))?;
+        .ok_or(PeerError::new(
+            StatusCode::BAD_GATEWAY,
+            "patient_unreachable",
+        ))?;
     let route = permit.route.as_str();
     let api = match upstream_body {
-        Some(b) => ApiRequest::with_json(route, permit.upstream_method.clone(), &permit.upstream_path_and_query, b),
-        None => ApiRequest::new(route, permit.upstream_method.clone(), &permit.upstream_path_and_query),
+        Some(b) => ApiRequest::with_json(
+            route,
+            permit.upstream_method.clone(),
+            &permit.upstream_path_and_query,
+            b,
+        ),
+        None => ApiRequest::new(
+            route,
+            permit.upstream_method.clone(),
+            &permit.upstream_path_and_query,
+        ),
     }
     .map_err(|_| PeerError::internal())?;
     let reply = identity.call(&api).await.map_err(|e| {
@@ -373,7 +419,11 @@ pub async fn data(
         PeerError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable")
     })?;
     // Written before the answer leaves: every access is on record.
-    let kind = if permit.upstream_method == Method::GET { "record.read" } else { "record.question" };
+    let kind = if permit.upstream_method == Method::GET {
+        "record.read"
+    } else {
+        "record.question"
+    };
     access
         .store()
         .append_audit(audit(
@@ -385,13 +435,21 @@ pub async fn data(
         ))
         .await
         .map_err(store_failed("cannot write the audit entry"))?;
-    Ok((reply.status(), reply.content_type().cloned(), reply.body().clone()))
+    Ok((
+        reply.status(),
+        reply.content_type().cloned(),
+        reply.body().clone(),
+    ))
 }
 
 // ------------------------------------------------------------- server2
 
 /// `POST decisions`: server1 tells us how the patient decided.
-pub async fn accept_decision(access: &Access, peer: &PeerId, msg: DecisionMsg) -> Result<(), PeerError> {
+pub async fn accept_decision(
+    access: &Access,
+    peer: &PeerId,
+    msg: DecisionMsg,
+) -> Result<(), PeerError> {
     let store = access.store();
     let row = store
         .outgoing_request(msg.request)
@@ -401,7 +459,10 @@ pub async fn accept_decision(access: &Access, peer: &PeerId, msg: DecisionMsg) -
         .ok_or(PeerError::new(StatusCode::NOT_FOUND, "unknown_request"))?;
     let (state, grant) = match msg.state.as_str() {
         "approved" => {
-            let token = msg.token.as_deref().ok_or(PeerError::bad("token_missing"))?;
+            let token = msg
+                .token
+                .as_deref()
+                .ok_or(PeerError::bad("token_missing"))?;
             let grant = check_delivered(access, &row, token).await?;
             (OutgoingState::Approved, Some(grant))
         }
@@ -430,8 +491,11 @@ async fn check_delivered(
             tracing::warn!(peer.fqdn = %row.server_fqdn, reason = e.as_str(), "no DNS key for a delivered token");
             PeerError::new(StatusCode::UNAUTHORIZED, "signing_key_unknown")
         })?;
-    let crate::dns::KeyMaterial::Spki(der) = &record.material else {
-        return Err(PeerError::new(StatusCode::UNAUTHORIZED, "signing_key_unknown"));
+    let crate::dns::record::KeyMaterial::Spki(der) = &record.material else {
+        return Err(PeerError::new(
+            StatusCode::UNAUTHORIZED,
+            "signing_key_unknown",
+        ));
     };
     let key = crate::token::VerifyingKey::from_spki_der(der)
         .map_err(|_| PeerError::new(StatusCode::UNAUTHORIZED, "signing_key_unknown"))?;
@@ -450,13 +514,17 @@ async fn check_delivered(
         err.skew_seconds = e.observed_skew();
         err
     })?;
-    let address = super::code::parse_address(&row.patient_address).map_err(|_| PeerError::internal())?;
+    let address =
+        super::code::parse_address(&row.patient_address).map_err(|_| PeerError::internal())?;
     let asked: Role = row.role.parse().map_err(|_| PeerError::internal())?;
     if claims.patient != address.patient
         || claims.actor != format!("{}@{}", row.doctor, access.fqdn())
         || claims.role > asked
     {
-        return Err(PeerError::new(StatusCode::UNPROCESSABLE_ENTITY, "token_does_not_match_request"));
+        return Err(PeerError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "token_does_not_match_request",
+        ));
     }
     Ok(ReceivedGrant {
         id: claims.id,
@@ -516,13 +584,19 @@ async fn apply(
         .await
     {
         Ok(_) => Ok(()),
-        Err(StoreError::Conflict { .. }) => Err(PeerError::new(StatusCode::CONFLICT, "state_conflict")),
+        Err(StoreError::Conflict { .. }) => {
+            Err(PeerError::new(StatusCode::CONFLICT, "state_conflict"))
+        }
         Err(e) => Err(store_failed("cannot update the request")(e)),
     }
 }
 
 /// `POST revocations`: server1 ended a grant we hold.
-pub async fn accept_revocation(access: &Access, peer: &PeerId, msg: RevocationMsg) -> Result<(), PeerError> {
+pub async fn accept_revocation(
+    access: &Access,
+    peer: &PeerId,
+    msg: RevocationMsg,
+) -> Result<(), PeerError> {
     let row = access
         .store()
         .outgoing_request(msg.request)
@@ -544,15 +618,33 @@ pub async fn fetch_status(
     access: &Access,
     row: &store::OutgoingRequest,
 ) -> Result<Option<store::OutgoingRequest>, AccessError> {
-    let path = format!("{}{}/{}", crate::federation::PREFIX, wire::ACCESS_REQUESTS, row.id);
-    let bytes = match send(access, &row.server_fqdn, Method::GET, &path, HeaderMap::new(), None).await {
+    let path = format!(
+        "{}{}/{}",
+        crate::federation::PREFIX,
+        wire::ACCESS_REQUESTS,
+        row.id
+    );
+    let bytes = match send(
+        access,
+        &row.server_fqdn,
+        Method::GET,
+        &path,
+        HeaderMap::new(),
+        None,
+    )
+    .await
+    {
         Ok((StatusCode::OK, bytes)) => bytes,
         Ok(_) | Err(_) => return Ok(None),
     };
     let Ok(status) = serde_json::from_slice::<RequestStatusMsg>(&bytes) else {
         return Ok(None);
     };
-    let (state, grant) = match (status.state.as_str(), status.token.as_deref(), status.revoked_at) {
+    let (state, grant) = match (
+        status.state.as_str(),
+        status.token.as_deref(),
+        status.revoked_at,
+    ) {
         ("pending", _, _) => return Ok(None),
         ("approved", _, Some(_)) => (OutgoingState::Revoked, None),
         ("approved", Some(token), None) => match check_delivered(access, row, token).await {
@@ -612,7 +704,8 @@ pub async fn data_request(
     body: Option<Bytes>,
 ) -> Result<Bytes, AccessError> {
     let mut headers = HeaderMap::new();
-    let value = HeaderValue::from_str(&format!("Bearer {}", grant.token)).map_err(|_| AccessError::Internal)?;
+    let value = HeaderValue::from_str(&format!("Bearer {}", grant.token))
+        .map_err(|_| AccessError::Internal)?;
     headers.insert(http::header::AUTHORIZATION, value);
     let (status, bytes) = send(access, &row.server_fqdn, method, path, headers, body)
         .await
@@ -633,7 +726,9 @@ pub async fn data_request(
     };
     if let Some(state) = ended {
         let _ = apply(access, row, state, None, "data").await;
-        return Err(AccessError::Closed { state: state.as_str() });
+        return Err(AccessError::Closed {
+            state: state.as_str(),
+        });
     }
     Err(AccessError::Peer { reason })
 }
