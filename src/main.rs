@@ -275,9 +275,10 @@ fn main() -> ExitCode {
             check_peer(&cfg, &args, json)
         }
         Command::Demo { dir, once } => {
+            // Quiet by default; MDGATE_LOG (a tracing filter) to see more.
             mdgate::logging::init(&config::Log {
                 format: LogFormat::Text,
-                filter: "warn".into(),
+                filter: std::env::var("MDGATE_LOG").unwrap_or_else(|_| "warn".into()),
             });
             run_async(async move {
                 mdgate::demo::run(dir, once)
