@@ -19,6 +19,7 @@
 //! * [`emulator`]: an in-memory access.md emulator for tests and the demo.
 
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod demo;
 pub mod dns;
@@ -26,6 +27,7 @@ pub mod emulator;
 pub mod error;
 pub mod federation;
 pub mod logging;
+pub mod notify;
 pub mod policy;
 pub mod proxy;
 pub mod serve;
