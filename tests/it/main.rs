@@ -5,6 +5,7 @@
 
 mod access;
 mod admin;
+mod audit;
 mod emulator;
 mod fake;
 mod fed;
