@@ -2,7 +2,8 @@
 //! server1 returned for one part, read into access.md's own shapes and
 //! shown as tables (vitals, symptoms, answers, questions) or definition
 //! lists (record, profile). A part that does not have the expected shape
-//! is shown as indented JSON, so nothing is ever hidden.
+//! is shown as indented JSON, and every part has the JSON as received
+//! under a `<details>`, so nothing is ever hidden.
 
 use std::fmt::Write as _;
 
@@ -41,16 +42,34 @@ pub fn title(part: RouteId) -> &'static str {
 pub fn render(part: RouteId, value: &Value, out: &mut String) {
     let shown = match part {
         RouteId::Record => parse::<Patient>(value).map(|p| patient(&p, out)),
-        RouteId::Profile => parse::<MedicalProfile>(value).map(|p| profile(&p, out)),
+        RouteId::Profile => parse::<MedicalProfile>(value)
+            .filter(|_| looks_like_profile(value))
+            .map(|p| profile(&p, out)),
         RouteId::Vitals => parse::<Vec<VitalsMeasurement>>(value).map(|v| vitals(&v, out)),
         RouteId::Symptoms => parse::<Vec<Symptom>>(value).map(|v| symptoms(&v, out)),
         RouteId::Answers => parse::<Vec<Answer>>(value).map(|v| answers(&v, out)),
         RouteId::Questions => parse::<Vec<Question>>(value).map(|v| questions(&v, out)),
         RouteId::AskQuestion => None,
     };
-    if shown.is_none() {
-        raw(value, out);
+    match shown {
+        // The read models skip keys they do not know: the whole answer
+        // stays one click away.
+        Some(()) => {
+            out.push_str("<details><summary>All the data as received</summary>");
+            raw(value, out);
+            out.push_str("</details>");
+        }
+        None => raw(value, out),
     }
+}
+
+/// Every key of a profile is optional in the read model, so any object
+/// would parse: ask for at least one key a profile has.
+fn looks_like_profile(value: &Value) -> bool {
+    const KEYS: [&str; 6] = ["age", "height", "weight", "sex", "medications", "diabetes"];
+    value
+        .as_object()
+        .is_some_and(|o| KEYS.iter().any(|k| o.contains_key(*k)))
 }
 
 fn parse<T: DeserializeOwned>(value: &Value) -> Option<T> {

@@ -284,8 +284,9 @@ impl Sessions {
         self.map.invalidate(&id.key()).await;
     }
 
-    /// Sessions held (approximate; for tests and metrics).
-    pub fn count(&self) -> u64 {
+    /// Sessions held, after moka's pending housekeeping.
+    pub async fn count(&self) -> u64 {
+        self.map.run_pending_tasks().await;
         self.map.entry_count()
     }
 }
