@@ -264,6 +264,14 @@ pub fn role(role: Role) -> &'static str {
     }
 }
 
+/// A role as a choice in the patient's approval form.
+pub fn role_choice(role: Role) -> &'static str {
+    match role {
+        Role::Viewer => "Only read",
+        Role::Contributor => "Read and ask questions",
+    }
+}
+
 /// A role's name for a doctor's page.
 pub fn role_name(role: Role) -> &'static str {
     match role {

@@ -304,8 +304,15 @@ impl View<'_> {
         {
             html::message(&mut b, &p.text, true);
         }
-        self.share(&mut b);
-        self.pending(&mut b);
+        // What the patient came for first: a request to decide, else the
+        // QR code to show.
+        if ov.pending.is_empty() {
+            self.share(&mut b);
+            self.pending(&mut b);
+        } else {
+            self.pending(&mut b);
+            self.share(&mut b);
+        }
         self.grants(&mut b);
         self.log(&mut b);
         let mut page = Page::new("Sharing your record", b);
