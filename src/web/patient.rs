@@ -119,7 +119,7 @@ impl Web {
         let invitation = self.backend.new_invitation(&session.user).await?;
         *lock(&session.invitation) = Some(invitation);
         session.set_notice("Here is a new code. The previous one no longer matters.");
-        Ok(Reply::redirect("/federation/patient#share"))
+        Ok(Reply::redirect("/federation/patient"))
     }
 
     /// `POST /federation/patient/requests/{id}/approve`.
@@ -158,7 +158,7 @@ impl Web {
                     grant.doctor,
                     html::time(grant.expires_at)
                 ));
-                Ok(Reply::redirect("/federation/patient#grants"))
+                Ok(Reply::redirect("/federation/patient"))
             }
             Err(AccessError::SessionEnded) => Err(AccessError::SessionEnded),
             Err(e) => {
@@ -183,7 +183,7 @@ impl Web {
         match self.backend.deny(&session.user, id).await {
             Ok(()) => {
                 session.set_notice("Denied. The doctor's server is told; nothing was shared.");
-                Ok(Reply::redirect("/federation/patient#pending"))
+                Ok(Reply::redirect("/federation/patient"))
             }
             Err(AccessError::SessionEnded) => Err(AccessError::SessionEnded),
             Err(e) => {
@@ -208,7 +208,7 @@ impl Web {
         match self.backend.revoke(&session.user, id).await {
             Ok(()) => {
                 session.set_notice("Revoked. From now on that doctor cannot read your record.");
-                Ok(Reply::redirect("/federation/patient#grants"))
+                Ok(Reply::redirect("/federation/patient"))
             }
             Err(AccessError::SessionEnded) => Err(AccessError::SessionEnded),
             Err(e) => {

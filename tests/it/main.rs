@@ -4,6 +4,7 @@
 //! `MDGATE_TEST_UPSTREAM` names a real server (see `support`).
 
 mod admin;
+mod browser;
 mod emulator;
 mod fake;
 mod fed;
