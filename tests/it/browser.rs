@@ -208,8 +208,8 @@ pub async fn sign_in(b: &Browser, base: &str, username: &str, password: &str, ho
 
 /// On the patient's page: the pending request of `doctor`, a wrong code
 /// first (tries left shown), then `code` as the doctor's page shows it;
-/// the grant appears; revoking ends it.
-pub async fn patient_approves_then_revokes(b: &Browser, doctor: &str, code: &str) {
+/// the grant appears.
+pub async fn patient_approves(b: &Browser, doctor: &str, code: &str) {
     b.reload_until(doctor, Duration::from_secs(20)).await;
     b.shot("patient-pending").await;
     let form = "form[action$='/approve']";
@@ -236,7 +236,10 @@ pub async fn patient_approves_then_revokes(b: &Browser, doctor: &str, code: &str
     assert!(!grants.contains("Nobody on another server"), "{grants}");
     assert!(b.source().await.contains(doctor));
     b.shot("patient-granted").await;
+}
 
+/// On the patient's page: revokes the (only) live grant.
+pub async fn patient_revokes(b: &Browser) {
     b.click("form[action$='/revoke'] button").await;
     b.wait_for("p.notice").await;
     assert!(b.text("p.notice").await.starts_with("Revoked."));
@@ -561,7 +564,8 @@ async fn browser_pages_with_a_scripted_flow() {
     assert!(b.source().await.contains("<svg"), "the QR code");
     b.shot("patient-waiting").await;
     backend.add_pending();
-    patient_approves_then_revokes(&b, DOCTOR, CODE).await;
+    patient_approves(&b, DOCTOR, CODE).await;
+    patient_revokes(&b).await;
     b.click("form[action='/federation/sign-out'] button").await;
     b.wait_for("#username").await;
 
