@@ -369,6 +369,17 @@ impl Web {
 
     /// Serves one request for a path [`Web::serves`] claims.
     pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
+        // The listener's own filter normally refuses these first; the
+        // pages never answer on a connection with ambiguous framing.
+        if conn.check_framing().is_err() {
+            let page = simple_page(
+                "Bad request",
+                "This request could not be read.",
+                ("/federation/", "Go to your page"),
+                true,
+            );
+            return Reply::page(StatusCode::BAD_REQUEST, &page, None).into_response(false);
+        }
         self.handle_any(conn.tls, conn.listener, req).await
     }
 
@@ -529,8 +540,8 @@ impl Web {
                 StatusCode::FORBIDDEN,
                 "Form not accepted",
                 "For your safety this form was not accepted: forms are only taken from \
-                 this site's own pages, opened in this browser. Nothing was changed. \
-                 Go back to the page, reload it, and try again.",
+                 this site's own pages, opened in this browser with cookies allowed. \
+                 Nothing was changed. Go back to the page, reload it, and try again.",
             ),
             Refusal::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,

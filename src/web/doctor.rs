@@ -472,7 +472,17 @@ pub fn state_sentence(r: &DoctorRequest) -> String {
         "expired" => "The request expired before the patient answered.".to_owned(),
         "cancelled" => "The request was withdrawn.".to_owned(),
         "revoked" => "The patient revoked the access.".to_owned(),
-        "failed" => match &r.reason {
+        "failed" => match r.reason.as_deref() {
+            Some("invitation_invalid") => "The patient's QR code was already used or has \
+                 expired. Ask the patient to press New code, then start again."
+                .to_owned(),
+            Some("unknown_patient") => "The patient's server does not know this patient. \
+                 Check the code you pasted."
+                .to_owned(),
+            Some("patient_moved") => "This patient has moved to another server.".to_owned(),
+            Some("peer_blocked") => {
+                "The patient's server does not accept requests from this server.".to_owned()
+            }
             Some(reason) => format!("The patient's server refused the request ({reason})."),
             None => "The request could not be delivered.".to_owned(),
         },

@@ -78,11 +78,19 @@ impl Web {
         }
         let overview = self.backend.patient_overview(&session.user).await?;
         let now = now_ms();
-        let current = lock(&session.invitation)
-            .clone()
-            .filter(|i| i.expires_at > now + INVITATION_MARGIN_MS);
-        let (invitation, invitation_error) = match current {
-            Some(i) => (Some(i), None),
+        // The first visit of a session gets a code at once; an expired one
+        // is not replaced behind the patient's back (an open tab would
+        // otherwise mint codes all day): the page offers "New code".
+        let shown = lock(&session.invitation).clone();
+        let (invitation, invitation_error) = match shown {
+            Some(i) if i.expires_at > now + INVITATION_MARGIN_MS => (Some(i), None),
+            Some(_) => (
+                None,
+                Some(
+                    "Your code has expired. Press New code to show a doctor a fresh one."
+                        .to_owned(),
+                ),
+            ),
             None => match self.backend.new_invitation(&session.user).await {
                 Ok(i) => {
                     *lock(&session.invitation) = Some(i.clone());

@@ -590,6 +590,8 @@ struct Fake {
     ended: AtomicBool,
     /// Sign-ins fail as if access.md were down.
     down: AtomicBool,
+    /// Invitations expire this soon (default an hour).
+    short_invitations: AtomicBool,
 }
 
 impl Fake {
@@ -677,7 +679,12 @@ impl Backend for Fake {
                 "mdgate:00000000-0000-4000-8000-000000000000@s1.test?invitation=TOKEN{}",
                 s.invitations
             ),
-            expires_at: now_ms() + 3_600_000,
+            expires_at: now_ms()
+                + if self.short_invitations.load(Ordering::SeqCst) {
+                    10_000
+                } else {
+                    3_600_000
+                },
         })
     }
 
@@ -1388,6 +1395,39 @@ async fn patient_approves_with_the_code_after_a_wrong_one_and_revokes() {
     let gone = b.post(&deny, &[("csrf", &csrf)]).await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
     assert!(gone.body.contains("There is no such item."));
+}
+
+#[tokio::test]
+async fn an_expired_invitation_is_not_replaced_behind_the_patients_back() {
+    let fake = Arc::new(Fake::default());
+    fake.short_invitations.store(true, Ordering::SeqCst);
+    let web = web_with(&fake);
+    let mut b = Browser::new(&web, true);
+    b.sign_in("alice", PASSWORD).await;
+    let first = b.get("/federation/patient").await;
+    assert!(
+        first.body.contains("invitation=TOKEN1"),
+        "the first visit gets a code"
+    );
+    let later = b.get("/federation/patient").await;
+    assert!(
+        later.body.contains("Your code has expired"),
+        "{}",
+        later.body
+    );
+    assert!(!later.body.contains("<svg"));
+    assert!(
+        !later.body.contains("http-equiv=\"refresh\""),
+        "no reloading all day"
+    );
+    assert_eq!(fake.state().invitations, 1);
+    // "New code" makes one.
+    let csrf = later.csrf();
+    let r = b
+        .post("/federation/patient/invitation", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(fake.state().invitations, 2);
 }
 
 #[tokio::test]
