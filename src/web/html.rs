@@ -95,7 +95,7 @@ th,td{text-align:left;padding:0.4rem 0.5rem;border-bottom:1px solid var(--line);
 caption{text-align:left;font-weight:600;padding:0.25rem 0}\
 dl{display:grid;grid-template-columns:max-content 1fr;gap:0.25rem 1rem}dt{font-weight:600}dd{margin:0}\
 pre{overflow-x:auto;background:var(--box);padding:0.75rem;border-radius:0.4rem}\
-ul.plain{list-style:none;padding:0}ul.plain li{margin:0.4rem 0}\
+ul.plain{list-style:none;padding:0}ul.plain li{margin:0.1rem 0}ul.plain a{display:inline-block;padding:0.6rem 0}\
 video{width:100%;max-width:24rem}\
 ";
 

@@ -190,7 +190,7 @@ fn vitals(v: &[VitalsMeasurement], out: &mut String) {
     }
     table(
         out,
-        "Measurements, oldest first",
+        "Measurements",
         &[
             "When",
             "Heart rate (/min)",
