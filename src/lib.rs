@@ -27,6 +27,7 @@ pub mod emulator;
 pub mod error;
 pub mod federation;
 pub mod logging;
+pub mod notify;
 pub mod policy;
 pub mod proxy;
 pub mod serve;

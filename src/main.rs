@@ -62,8 +62,9 @@ enum Command {
         )]
         config: PathBuf,
     },
-    /// Run a demonstration on this machine: an access.md emulator with
-    /// mdgate in front of it, on loopback, with generated certificates.
+    /// Run a demonstration on this machine: two access.md emulators, each
+    /// with an mdgate in front, federating through keys published in a DNS
+    /// server on loopback; walks through the access flow once.
     Demo {
         /// Where to write the demo's certificates, configuration and store
         /// (a temporary directory by default).

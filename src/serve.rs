@@ -50,6 +50,8 @@ pub enum ServeError {
     Store(#[from] crate::store::StoreError),
     #[error("DNS: {0}")]
     Dns(crate::dns::DnsError),
+    #[error("access flow: {0}")]
+    Access(String),
     #[error("key document: {0}")]
     KeyDocument(String),
     #[error("cannot start worker thread: {0}")]
@@ -84,6 +86,8 @@ pub struct Running {
     pub egress: Option<Arc<Egress>>,
     /// The peer key resolver (with a federation listener).
     pub resolver: Option<Arc<crate::dns::KeyResolver>>,
+    /// The access flow (with a federation listener and `[keys]`).
+    pub access: Option<crate::federation::access::Access>,
     shutdown_tx: watch::Sender<bool>,
     reloadable: Vec<(&'static str, Arc<CertReloader>)>,
     workers: Vec<std::thread::JoinHandle<()>>,
@@ -275,7 +279,35 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         limits: fed.limits.clone(),
         gate: federation_gate.clone(),
     });
-    let federation = Arc::new(Federation::new(&config.server.fqdn, metrics.clone()));
+    // The access flow, when this server federates and has keys.
+    let access = match (&config.keys, &egress, &key_resolver, &federation_tls) {
+        (Some(keys), Some(egress), Some(resolver), Some(ftls)) => {
+            let access = build_access(
+                &config,
+                keys,
+                store.clone(),
+                egress.clone(),
+                resolver.clone(),
+                ftls.certs.clone(),
+                metrics.clone(),
+            )?;
+            background.spawn(crate::federation::outbox::run(
+                access.clone(),
+                shutdown_rx.clone(),
+            ));
+            let warm = access.clone();
+            background.spawn(async move {
+                warm.parts().accounts.start().await;
+            });
+            Some(access)
+        }
+        _ => None,
+    };
+    let federation = Arc::new(Federation::new(
+        &config.server.fqdn,
+        metrics.clone(),
+        access.clone(),
+    ));
     let mut federation_socks = federation_socks.into_iter();
     let mut workers = Vec::with_capacity(n);
     for (i, public_sock) in public_socks.into_iter().enumerate() {
@@ -360,12 +392,63 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         readiness,
         egress,
         resolver: key_resolver,
+        access,
         shutdown_tx,
         reloadable,
         workers,
         drain_timeout: config.runtime.drain_timeout,
         background,
     })
+}
+
+/// Builds the access flow from the configuration.
+fn build_access(
+    config: &Config,
+    keys: &config::Keys,
+    store: Arc<dyn crate::store::Store>,
+    egress: Arc<Egress>,
+    resolver: Arc<crate::dns::KeyResolver>,
+    own_cert: Arc<CertReloader>,
+    metrics: Arc<Metrics>,
+) -> Result<crate::federation::access::Access, ServeError> {
+    use crate::token::SigningKey;
+    let err = |what: &str, e: &dyn std::fmt::Display| ServeError::Access(format!("{what}: {e}"));
+    let signing = SigningKey::load(&keys.signing.key_file, &keys.signing.selector)
+        .map_err(|e| err("signing key", &e))?;
+    let mut verifying = vec![signing.verifying_key().clone()];
+    for other in [&keys.next_signing, &keys.previous_signing]
+        .into_iter()
+        .flatten()
+    {
+        let key = SigningKey::load(&other.key_file, &other.selector)
+            .map_err(|e| err("signing key", &e))?;
+        verifying.push(key.verifying_key().clone());
+    }
+    let verifier =
+        crate::token::GrantVerifier::new(&config.server.fqdn, verifying, keys.clock_skew, 100_000);
+    let upstream = crate::upstream::AccessMd::new(&config.upstream);
+    let accounts = crate::upstream::Accounts::from_config(&upstream, &config.upstream)
+        .map_err(|e| err("upstream accounts", &e))?;
+    let webhook =
+        crate::notify::Webhook::from_config(&config.notify).map_err(|e| err("webhook", &e))?;
+    Ok(crate::federation::access::Access::new(
+        crate::federation::access::AccessParts {
+            fqdn: config.server.fqdn.clone(),
+            store,
+            upstream,
+            accounts: Arc::new(accounts),
+            signing,
+            verifier,
+            egress,
+            resolver,
+            own_cert,
+            limits: config.access.clone(),
+            skew: keys.clock_skew,
+            policy: config.policy.clone(),
+            webhook,
+            metrics,
+        },
+    ))
 }
 
 impl Running {

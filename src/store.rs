@@ -1,6 +1,12 @@
 //! Durable state: peers and their DNS keys, patients, invitations, access
 //! requests, grants, the outbox to peers, and the hash-chained audit log.
 //!
+//! Both sides of the flows live here. As the patient's home server
+//! ("server1"): patients, invitations, the access requests received from
+//! peers and the grants issued for them. As the requesting server
+//! ("server2"): the outgoing requests our doctors sent, each with the grant
+//! received for it ([`OutgoingRequest`], [`OutgoingState`]).
+//!
 //! Everything else in mdgate talks to the [`Store`] trait through an
 //! `Arc<dyn Store>` obtained from [`open`]; SQL exists only under this
 //! module. The trait is object-safe: each method returns a boxed future
@@ -78,8 +84,9 @@ pub use chain::{AuditBreak, AuditHead, AuditVerification, BreakReason};
 pub use error::{ConflictKind, StoreError};
 pub use model::{
     AccessRequest, AuditEntry, AuditRecord, Effects, Grant, Invitation, KeyPurpose,
-    MigrationReport, NewAccessRequest, NewOutboxMessage, OutboxMessage, Outcome, Patient, Peer,
-    PeerKey, PeerState, RequestKind, RequestState, UnixMillis, UnknownValue,
+    MigrationReport, NewAccessRequest, NewOutboxMessage, NewOutgoingRequest, OutboxMessage,
+    Outcome, OutgoingRequest, OutgoingState, OutgoingUpdate, Patient, Peer, PeerKey, PeerState,
+    ReceivedGrant, RequestKind, RequestState, UnixMillis, UnknownValue,
 };
 
 /// The future every [`Store`] method returns.
@@ -182,6 +189,19 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn invitation_by_token_hash(&self, token_hash: [u8; 32])
         -> StoreFuture<'_, Option<Invitation>>;
 
+    /// The patient's invitations, used and expired included, newest first,
+    /// at most `limit` (capped at [`MAX_PAGE`]).
+    fn invitations_for_patient(
+        &self,
+        patient: Uuid,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<Invitation>>;
+
+    /// Withdraws an invitation: marks it used at `now` so that it can no
+    /// longer be presented. An invitation already used keeps its first
+    /// time; an unknown id is [`StoreError::NotFound`].
+    fn revoke_invitation(&self, id: Uuid, now: UnixMillis) -> StoreFuture<'_, ()>;
+
     // --- access requests and grants
 
     /// Records a request from a peer, using up the live invitation it
@@ -199,6 +219,15 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// The patient's pending requests, oldest first.
     fn pending_requests_for_patient(&self, patient: Uuid) -> StoreFuture<'_, Vec<AccessRequest>>;
+
+    /// Pending requests whose code expired (`expires_at <= now`), earliest
+    /// expiry first, at most `limit` (capped at [`MAX_PAGE`]): the expiry
+    /// sweeper closes them with [`Store::close_request`].
+    fn expired_pending_requests(
+        &self,
+        now: UnixMillis,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<AccessRequest>>;
 
     /// Counts a wrong code; at `max_attempts` the request becomes
     /// [`RequestState::Voided`]. Only for pending requests.
@@ -232,8 +261,20 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     fn grant(&self, id: Uuid) -> StoreFuture<'_, Option<Grant>>;
 
+    /// The grant issued for a request, if it was approved.
+    fn grant_for_request(&self, request_id: Uuid) -> StoreFuture<'_, Option<Grant>>;
+
     /// The patient's grants, revoked and expired included, newest first.
     fn grants_for_patient(&self, patient: Uuid) -> StoreFuture<'_, Vec<Grant>>;
+
+    /// The grants held by a peer, revoked and expired included, newest
+    /// first (e.g. to review them when the peer's key changes).
+    fn grants_for_server<'a>(&'a self, fqdn: &'a str) -> StoreFuture<'a, Vec<Grant>>;
+
+    /// Grants neither revoked nor expired at `now` (including those whose
+    /// `not_before` is still ahead), latest expiry first, at most `limit`
+    /// (capped at [`MAX_PAGE`]): to warm the grant cache at start.
+    fn live_grants(&self, now: UnixMillis, limit: u32) -> StoreFuture<'_, Vec<Grant>>;
 
     /// Revokes a grant at `now`. Revoking twice keeps the first time and
     /// returns `changed = false` without applying `effects` again.
@@ -253,6 +294,15 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Undelivered messages due at `now`, earliest first, at most `limit`.
     fn due(&self, now: UnixMillis, limit: u32) -> StoreFuture<'_, Vec<OutboxMessage>>;
 
+    /// The message queued under `idempotency_key`, delivered or not.
+    fn outbox_message<'a>(
+        &'a self,
+        idempotency_key: &'a str,
+    ) -> StoreFuture<'a, Option<OutboxMessage>>;
+
+    /// How many messages are not delivered yet (due or waiting to retry).
+    fn pending_outbox_count(&self) -> StoreFuture<'_, u64>;
+
     /// Marks a message delivered (again: no-op).
     fn mark_delivered(&self, id: i64, now: UnixMillis) -> StoreFuture<'_, ()>;
 
@@ -265,6 +315,60 @@ pub trait Store: Send + Sync + fmt::Debug {
         next_attempt_at: UnixMillis,
         error: &'a str,
     ) -> StoreFuture<'a, ()>;
+
+    // --- outgoing requests (our doctors' requests to other servers)
+
+    /// Records a request a local doctor is sending, in state
+    /// [`OutgoingState::Sending`], with `effects` (typically the outbox
+    /// message carrying it). Idempotent on `id`: a replay with the same
+    /// content (kind, doctor, patient, server, role, duration and, while
+    /// it is still stored, the code; times are not compared) returns the
+    /// stored request with `changed = false` and does not apply `effects`
+    /// again; different content is a [`ConflictKind::IdempotencyKey`]
+    /// conflict.
+    fn create_outgoing_request(
+        &self,
+        request: NewOutgoingRequest,
+        effects: Effects,
+    ) -> StoreFuture<'_, Outcome<OutgoingRequest>>;
+
+    fn outgoing_request(&self, id: Uuid) -> StoreFuture<'_, Option<OutgoingRequest>>;
+
+    /// The request that received grant `grant_id` (its `jti`).
+    fn outgoing_request_by_grant(&self, grant_id: Uuid)
+        -> StoreFuture<'_, Option<OutgoingRequest>>;
+
+    /// The doctor's requests (by upstream username), newest first, at most
+    /// `limit` (capped at [`MAX_PAGE`]).
+    fn outgoing_requests_for_doctor<'a>(
+        &'a self,
+        doctor: &'a str,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<OutgoingRequest>>;
+
+    /// Moves a request to `update.state` at `now`, with `effects`, in one
+    /// transaction. Allowed: `Sending → Pending`; `Sending | Pending →
+    /// Approved | Denied | Voided | Expired | Cancelled | Failed`;
+    /// `Approved → Revoked | Expired` ([`OutgoingState::can_move_to`]).
+    ///
+    /// * `update.grant` is required for `Approved` and refused otherwise
+    ///   ([`ConflictKind::Check`]); the stored grant stays through
+    ///   revocation and expiry.
+    /// * The same state again (e.g. `Pending → Pending`, a replayed
+    ///   decision carrying the same grant) changes nothing and returns
+    ///   `changed = false` without applying `effects`; `Approved` again
+    ///   with another grant is a [`ConflictKind::State`] conflict.
+    /// * Any other move is a [`ConflictKind::Transition`] conflict; an
+    ///   unknown id is [`StoreError::NotFound`].
+    /// * The code is cleared on entering `Approved` or a final state;
+    ///   `reason` replaces the stored one.
+    fn update_outgoing_request(
+        &self,
+        id: Uuid,
+        update: OutgoingUpdate,
+        now: UnixMillis,
+        effects: Effects,
+    ) -> StoreFuture<'_, Outcome<OutgoingRequest>>;
 }
 
 /// Largest page the listing methods return.

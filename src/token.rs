@@ -16,6 +16,9 @@
 //!   publishes.
 //! * [`publish`]: this server's own keys as the configuration names them,
 //!   and [`publish::key_document`], the signed document to serve.
+//! * [`grant`]: grant tokens ([`GrantClaims`]): [`issue_grant`],
+//!   [`verify_grant`], [`verify_delivered`], the [`bearer`] token of a
+//!   request, and [`GrantVerifier`], which verifies each token once.
 //!
 //! Everything here is pure: the current time comes in as a parameter, no
 //! I/O happens except [`SigningKey::load`] reading its file, and the only
@@ -25,10 +28,16 @@
 //! `decode` reads the wall clock, does not report the observed clock skew,
 //! and ignores `crit`.
 
+pub mod grant;
 mod jws;
 mod key;
 mod keydoc;
 pub mod publish;
+
+pub use grant::{
+    bearer, issue as issue_grant, verify_delivered, verify_grant, GrantClaims, GrantError,
+    GrantVerifier, GRANT_TYP, MAX_GRANT_BYTES,
+};
 
 pub use jws::{
     parse, sign, Expect, Header, JwtError, SignError, TimeClaims, Unverified, Verified,

@@ -276,6 +276,19 @@ impl Egress {
         path: &str,
         body: Option<Bytes>,
     ) -> Result<PeerResponse, EgressError> {
+        self.send_with(fqdn, method, path, http::HeaderMap::new(), body)
+            .await
+    }
+
+    /// [`Egress::send`] with extra request headers (e.g. the grant token).
+    pub async fn send_with(
+        &self,
+        fqdn: &str,
+        method: Method,
+        path: &str,
+        headers: http::HeaderMap,
+        body: Option<Bytes>,
+    ) -> Result<PeerResponse, EgressError> {
         let uri: Uri =
             format!("https://{fqdn}{path}")
                 .parse()
@@ -285,6 +298,9 @@ impl Egress {
         let mut req = Request::builder().method(method).uri(uri);
         if body.is_some() {
             req = req.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(h) = req.headers_mut() {
+            h.extend(headers);
         }
         let req =
             req.body(Full::new(body.unwrap_or_default()))

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use sqlx::error::ErrorKind;
 
+use super::model::OutgoingState;
+
 /// Everything that can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -76,6 +78,11 @@ pub enum ConflictKind {
     IdempotencyKey,
     /// The row is not in the state the operation requires.
     State,
+    /// An outgoing request cannot move between these states.
+    Transition {
+        from: OutgoingState,
+        to: OutgoingState,
+    },
 }
 
 impl fmt::Display for ConflictKind {
@@ -87,6 +94,9 @@ impl fmt::Display for ConflictKind {
             ConflictKind::NotNull => "not null",
             ConflictKind::IdempotencyKey => "idempotency key",
             ConflictKind::State => "state",
+            ConflictKind::Transition { from, to } => {
+                return write!(f, "transition {from} -> {to}");
+            }
         })
     }
 }

@@ -10,6 +10,8 @@ use std::fmt;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::error::{ConflictKind, StoreError};
+
 /// Milliseconds since the Unix epoch, UTC.
 pub type UnixMillis = i64;
 
@@ -114,6 +116,9 @@ pub struct NewAccessRequest {
     /// invitation must be live and the patient's, and is used up.
     pub invitation_token_hash: [u8; 32],
     pub server_fqdn: String,
+    /// SHA-256 of the certificate the requesting server presented (its
+    /// mutual-TLS identity): the grant will be bound to it.
+    pub requester_cert_sha256: [u8; 32],
     /// `user@server` of the requesting doctor.
     pub doctor: String,
     pub role: String,
@@ -136,6 +141,10 @@ pub struct AccessRequest {
     pub patient: Uuid,
     pub invitation: Uuid,
     pub server_fqdn: String,
+    /// SHA-256 of the requesting server's certificate, as presented with
+    /// the request. `None` only for requests stored before schema
+    /// version 2.
+    pub requester_cert_sha256: Option<[u8; 32]>,
     pub doctor: String,
     pub role: String,
     pub duration_ms: i64,
@@ -268,6 +277,268 @@ pub struct AuditEntry {
     pub hash: [u8; 32],
 }
 
+/// Where one of our doctors' requests to another server stands (the
+/// requesting server's side of the flows).
+///
+/// ```text
+/// Sending --ack--> Pending --decision--> Approved --> Revoked | Expired
+///    |                |
+///    +----------------+--> Denied | Voided | Expired | Cancelled | Failed
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutgoingState {
+    /// Queued in the outbox; the patient's server has not acknowledged it.
+    Sending,
+    /// The patient's server acknowledged it; waiting for the patient.
+    Pending,
+    /// The patient approved; the grant was received.
+    Approved,
+    /// The patient refused.
+    Denied,
+    /// Too many wrong codes typed on the patient's server.
+    Voided,
+    /// Nobody decided before the code expired, or the grant ran out.
+    Expired,
+    /// Withdrawn by us.
+    Cancelled,
+    /// The patient revoked the grant.
+    Revoked,
+    /// The patient's server refused the request itself (see the reason).
+    Failed,
+}
+
+impl OutgoingState {
+    /// Whether nothing can happen to the request any more. `Approved` is
+    /// not final: the grant can still be revoked or expire.
+    pub fn is_final(self) -> bool {
+        match self {
+            OutgoingState::Sending | OutgoingState::Pending | OutgoingState::Approved => false,
+            OutgoingState::Denied
+            | OutgoingState::Voided
+            | OutgoingState::Expired
+            | OutgoingState::Cancelled
+            | OutgoingState::Revoked
+            | OutgoingState::Failed => true,
+        }
+    }
+
+    /// Whether the request code is still shown in this state (it is
+    /// cleared once the request is decided).
+    pub fn keeps_code(self) -> bool {
+        matches!(self, OutgoingState::Sending | OutgoingState::Pending)
+    }
+
+    /// Whether a request may move from `self` to the different state `to`.
+    /// Staying in the same state is a replay, not a transition (see
+    /// [`Store::update_outgoing_request`](super::Store::update_outgoing_request)).
+    pub fn can_move_to(self, to: OutgoingState) -> bool {
+        use OutgoingState::*;
+        matches!(
+            (self, to),
+            (Sending, Pending)
+                | (
+                    Sending | Pending,
+                    Approved | Denied | Voided | Expired | Cancelled | Failed
+                )
+                | (Approved, Revoked | Expired)
+        )
+    }
+}
+
+/// A request one of our doctors is sending to a patient's home server.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewOutgoingRequest {
+    /// Minted here; also the idempotency key the home server sees.
+    pub id: Uuid,
+    pub kind: RequestKind,
+    /// The doctor's upstream username (1..=128 characters).
+    pub doctor: String,
+    /// The doctor's access.md user id.
+    pub doctor_upstream_id: i64,
+    /// `<patient federation id>@<home server>`.
+    pub patient_address: String,
+    /// The home server, lower-case.
+    pub server_fqdn: String,
+    pub role: String,
+    /// How long the grant should last, as asked.
+    pub duration_ms: i64,
+    /// The request code shown to the doctor (a secret: redacted in `Debug`).
+    pub code: String,
+    pub created_at: UnixMillis,
+    /// When the code expires.
+    pub expires_at: UnixMillis,
+}
+
+/// A stored request of one of our doctors, with the grant received for it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OutgoingRequest {
+    pub id: Uuid,
+    pub kind: RequestKind,
+    pub doctor: String,
+    pub doctor_upstream_id: i64,
+    pub patient_address: String,
+    pub server_fqdn: String,
+    pub role: String,
+    pub duration_ms: i64,
+    /// The request code, while the request is open (`Sending`, `Pending`);
+    /// `None` once decided. A secret: redacted in `Debug`.
+    pub code: Option<String>,
+    pub state: OutgoingState,
+    /// The home server's machine-readable reason (failed, denied, voided).
+    pub reason: Option<String>,
+    /// The grant, once received; kept after revocation or expiry.
+    pub grant: Option<ReceivedGrant>,
+    pub created_at: UnixMillis,
+    /// The last state change.
+    pub updated_at: UnixMillis,
+    /// When the code expires.
+    pub expires_at: UnixMillis,
+}
+
+/// A grant the patient's home server issued for one of our requests.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ReceivedGrant {
+    /// The token's `jti`.
+    pub id: Uuid,
+    /// The grant token (compact JWS), presented on every data request. A
+    /// secret: redacted in `Debug`.
+    pub token: String,
+    /// The role granted (may be narrower than asked).
+    pub role: String,
+    pub not_before: UnixMillis,
+    pub expires_at: UnixMillis,
+}
+
+/// A state change of an [`OutgoingRequest`], as a peer message (or our own
+/// decision) tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingUpdate {
+    pub state: OutgoingState,
+    /// The home server's machine-readable reason, at most 200 characters.
+    pub reason: Option<String>,
+    /// Exactly for [`OutgoingState::Approved`]: the grant received.
+    pub grant: Option<ReceivedGrant>,
+}
+
+/// What [`plan_outgoing_update`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UpdatePlan {
+    /// Write the new state and apply the effects.
+    Apply,
+    /// Already done (a replayed message): change nothing, apply no effects.
+    Replay,
+}
+
+/// Decides what `update` does to a request in state `from` holding
+/// `stored_grant`; pure, so that the whole table is a unit test.
+///
+/// * a grant comes with `Approved` and with nothing else;
+/// * the same state again is a replay if it says nothing new: for
+///   `Approved`, the very grant already stored (another grant is a
+///   conflict); for any other state, always (the first reason stays);
+/// * otherwise the move must be allowed by [`OutgoingState::can_move_to`],
+///   else a [`ConflictKind::Transition`] conflict.
+pub(crate) fn plan_outgoing_update(
+    from: OutgoingState,
+    stored_grant: Option<&ReceivedGrant>,
+    update: &OutgoingUpdate,
+) -> Result<UpdatePlan, StoreError> {
+    let to = update.state;
+    match (to, &update.grant) {
+        (OutgoingState::Approved, None) => {
+            return Err(StoreError::conflict(
+                ConflictKind::Check,
+                "an outgoing request becomes approved only with the grant received",
+            ))
+        }
+        (OutgoingState::Approved, Some(_)) | (_, None) => {}
+        (_, Some(_)) => {
+            return Err(StoreError::conflict(
+                ConflictKind::Check,
+                format!("a grant comes only with approval, not with {to}"),
+            ))
+        }
+    }
+    if from == to {
+        return match (stored_grant, &update.grant) {
+            (Some(stored), Some(new)) if stored != new => Err(StoreError::conflict(
+                ConflictKind::State,
+                "outgoing request already approved with another grant",
+            )),
+            _ => Ok(UpdatePlan::Replay),
+        };
+    }
+    if from.can_move_to(to) {
+        Ok(UpdatePlan::Apply)
+    } else {
+        Err(StoreError::conflict(
+            ConflictKind::Transition { from, to },
+            format!("outgoing request is {from}, cannot become {to}"),
+        ))
+    }
+}
+
+/// Prints `"<redacted>"` in place of a secret.
+struct Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+impl fmt::Debug for NewOutgoingRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewOutgoingRequest")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("doctor", &self.doctor)
+            .field("doctor_upstream_id", &self.doctor_upstream_id)
+            .field("patient_address", &self.patient_address)
+            .field("server_fqdn", &self.server_fqdn)
+            .field("role", &self.role)
+            .field("duration_ms", &self.duration_ms)
+            .field("code", &Redacted)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+impl fmt::Debug for OutgoingRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutgoingRequest")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("doctor", &self.doctor)
+            .field("doctor_upstream_id", &self.doctor_upstream_id)
+            .field("patient_address", &self.patient_address)
+            .field("server_fqdn", &self.server_fqdn)
+            .field("role", &self.role)
+            .field("duration_ms", &self.duration_ms)
+            .field("code", &self.code.as_ref().map(|_| Redacted))
+            .field("state", &self.state)
+            .field("reason", &self.reason)
+            .field("grant", &self.grant)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ReceivedGrant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReceivedGrant")
+            .field("id", &self.id)
+            .field("token", &Redacted)
+            .field("role", &self.role)
+            .field("not_before", &self.not_before)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
 /// Versions applied by a `migrate` run, and the resulting version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationReport {
@@ -330,6 +601,17 @@ text_enum!(RequestState, "request state", {
     Expired => "expired",
     Cancelled => "cancelled",
 });
+text_enum!(OutgoingState, "outgoing request state", {
+    Sending => "sending",
+    Pending => "pending",
+    Approved => "approved",
+    Denied => "denied",
+    Voided => "voided",
+    Expired => "expired",
+    Cancelled => "cancelled",
+    Revoked => "revoked",
+    Failed => "failed",
+});
 
 #[cfg(test)]
 mod tests {
@@ -352,6 +634,96 @@ mod tests {
         assert_eq!(
             RequestKind::parse("Access").unwrap_err().to_string(),
             "unknown request kind \"Access\""
+        );
+    }
+
+    #[test]
+    fn outgoing_states() {
+        use OutgoingState::*;
+        let all = [
+            Sending, Pending, Approved, Denied, Voided, Expired, Cancelled, Revoked, Failed,
+        ];
+        for s in all {
+            assert_eq!(OutgoingState::parse(s.as_str()), Ok(s));
+            let open = matches!(s, Sending | Pending | Approved);
+            assert_eq!(s.is_final(), !open, "{s}");
+            // Nothing leaves a final state.
+            if s.is_final() {
+                assert!(all.iter().all(|t| !s.can_move_to(*t)), "{s}");
+            }
+        }
+        assert_eq!(Failed.to_string(), "failed");
+        assert!(OutgoingState::parse("Sending").is_err());
+    }
+
+    #[test]
+    fn outgoing_update_plans() {
+        use OutgoingState::*;
+        let grant = ReceivedGrant {
+            id: Uuid::nil(),
+            token: "t".into(),
+            role: "viewer".into(),
+            not_before: 1,
+            expires_at: 2,
+        };
+        let update = |state, grant: Option<&ReceivedGrant>| OutgoingUpdate {
+            state,
+            reason: None,
+            grant: grant.cloned(),
+        };
+        let plan = |from, stored, u: &OutgoingUpdate| plan_outgoing_update(from, stored, u);
+        assert_eq!(
+            plan(Sending, None, &update(Pending, None)).ok(),
+            Some(UpdatePlan::Apply)
+        );
+        assert_eq!(
+            plan(Pending, None, &update(Pending, None)).ok(),
+            Some(UpdatePlan::Replay)
+        );
+        assert_eq!(
+            plan(Approved, Some(&grant), &update(Approved, Some(&grant))).ok(),
+            Some(UpdatePlan::Replay)
+        );
+        let other = ReceivedGrant {
+            role: "editor".into(),
+            ..grant.clone()
+        };
+        assert!(matches!(
+            plan(Approved, Some(&grant), &update(Approved, Some(&other))),
+            Err(StoreError::Conflict {
+                kind: ConflictKind::State,
+                ..
+            })
+        ));
+        assert!(matches!(
+            plan(Pending, None, &update(Approved, None)),
+            Err(StoreError::Conflict {
+                kind: ConflictKind::Check,
+                ..
+            })
+        ));
+        assert!(matches!(
+            plan(Approved, Some(&grant), &update(Revoked, Some(&grant))),
+            Err(StoreError::Conflict {
+                kind: ConflictKind::Check,
+                ..
+            })
+        ));
+        let err = plan(Approved, Some(&grant), &update(Pending, None)).unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::Conflict {
+                kind: ConflictKind::Transition {
+                    from: Approved,
+                    to: Pending
+                },
+                ..
+            }
+        ));
+        assert_eq!(
+            err.to_string(),
+            "store conflict (transition approved -> pending): outgoing request is approved, \
+             cannot become pending"
         );
     }
 

@@ -69,8 +69,9 @@ macro_rules! invitation_cols {
 }
 macro_rules! request_cols {
     () => {
-        "id, kind, patient, invitation, server_fqdn, doctor, role, duration_ms, code_hash, \
-         attempts, state, created_at, expires_at, decided_at, idempotency_key"
+        "id, kind, patient, invitation, server_fqdn, requester_cert_sha256, doctor, role, \
+         duration_ms, code_hash, attempts, state, created_at, expires_at, decided_at, \
+         idempotency_key"
     };
 }
 macro_rules! grant_cols {
@@ -83,6 +84,13 @@ macro_rules! outbox_cols {
     () => {
         "id, destination, kind, payload, idempotency_key, created_at, attempts, \
          next_attempt_at, delivered_at, last_error"
+    };
+}
+macro_rules! outgoing_cols {
+    () => {
+        "id, kind, doctor, doctor_upstream_id, patient_address, server_fqdn, role, \
+         duration_ms, code, state, reason, grant_id, token, grant_role, grant_not_before, \
+         grant_expires_at, created_at, updated_at, expires_at"
     };
 }
 macro_rules! audit_cols {
@@ -346,6 +354,16 @@ fn hash_at(row: &SqliteRow, col: &str) -> Result<[u8; 32], StoreError> {
         .map_err(|_| StoreError::corrupt(format!("{col} is not 32 bytes")))
 }
 
+fn optional_hash_at(row: &SqliteRow, col: &str) -> Result<Option<[u8; 32]>, StoreError> {
+    let bytes: Option<Vec<u8>> = row.try_get(col)?;
+    bytes
+        .map(|b| {
+            <[u8; 32]>::try_from(b.as_slice())
+                .map_err(|_| StoreError::corrupt(format!("{col} is not 32 bytes")))
+        })
+        .transpose()
+}
+
 fn u32_at(row: &SqliteRow, col: &str) -> Result<u32, StoreError> {
     let n: i64 = row.try_get(col)?;
     u32::try_from(n).map_err(|_| StoreError::corrupt(format!("{col} out of range")))
@@ -414,6 +432,7 @@ fn request_from_row(row: &SqliteRow) -> Result<AccessRequest, StoreError> {
         patient: uuid_at(row, "patient")?,
         invitation: uuid_at(row, "invitation")?,
         server_fqdn: row.try_get("server_fqdn")?,
+        requester_cert_sha256: optional_hash_at(row, "requester_cert_sha256")?,
         doctor: row.try_get("doctor")?,
         role: row.try_get("role")?,
         duration_ms: row.try_get("duration_ms")?,
@@ -454,6 +473,39 @@ fn outbox_from_row(row: &SqliteRow) -> Result<OutboxMessage, StoreError> {
         next_attempt_at: row.try_get("next_attempt_at")?,
         delivered_at: row.try_get("delivered_at")?,
         last_error: row.try_get("last_error")?,
+    })
+}
+
+fn outgoing_from_row(row: &SqliteRow) -> Result<OutgoingRequest, StoreError> {
+    // The schema keeps the grant's columns all set or all NULL; grant_id
+    // stands for them.
+    let grant_id: Option<String> = row.try_get("grant_id")?;
+    let grant = match grant_id {
+        None => None,
+        Some(_) => Some(ReceivedGrant {
+            id: uuid_at(row, "grant_id")?,
+            token: row.try_get("token")?,
+            role: row.try_get("grant_role")?,
+            not_before: row.try_get("grant_not_before")?,
+            expires_at: row.try_get("grant_expires_at")?,
+        }),
+    };
+    Ok(OutgoingRequest {
+        id: uuid_at(row, "id")?,
+        kind: text_enum_at(row, "kind", RequestKind::parse)?,
+        doctor: row.try_get("doctor")?,
+        doctor_upstream_id: row.try_get("doctor_upstream_id")?,
+        patient_address: row.try_get("patient_address")?,
+        server_fqdn: row.try_get("server_fqdn")?,
+        role: row.try_get("role")?,
+        duration_ms: row.try_get("duration_ms")?,
+        code: row.try_get("code")?,
+        state: text_enum_at(row, "state", OutgoingState::parse)?,
+        reason: row.try_get("reason")?,
+        grant,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        expires_at: row.try_get("expires_at")?,
     })
 }
 
@@ -644,6 +696,37 @@ async fn request_in(
     .as_ref()
     .map(request_from_row)
     .transpose()
+}
+
+async fn outgoing_in(
+    conn: &mut SqliteConnection,
+    id: Uuid,
+) -> Result<Option<OutgoingRequest>, StoreError> {
+    sqlx::query(concat!(
+        "SELECT ",
+        outgoing_cols!(),
+        " FROM outgoing_requests WHERE id = ?1"
+    ))
+    .bind(uuid_text(id))
+    .fetch_optional(&mut *conn)
+    .await?
+    .as_ref()
+    .map(outgoing_from_row)
+    .transpose()
+}
+
+/// Whether a replayed creation describes the stored request. Times are
+/// not compared (a retry may be stamped later); the code only while it is
+/// still stored.
+fn same_outgoing(stored: &OutgoingRequest, new: &NewOutgoingRequest) -> bool {
+    stored.kind == new.kind
+        && stored.doctor == new.doctor
+        && stored.doctor_upstream_id == new.doctor_upstream_id
+        && stored.patient_address == new.patient_address
+        && stored.server_fqdn == new.server_fqdn
+        && stored.role == new.role
+        && stored.duration_ms == new.duration_ms
+        && stored.code.as_ref().is_none_or(|code| *code == new.code)
 }
 
 /// Why a pending-only update matched no row.
@@ -1037,6 +1120,53 @@ impl Store for SqliteStore {
         })
     }
 
+    fn invitations_for_patient(
+        &self,
+        patient: Uuid,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<Invitation>> {
+        Box::pin(async move {
+            sqlx::query(concat!(
+                "SELECT ",
+                invitation_cols!(),
+                " FROM invitations WHERE patient = ?1 ORDER BY created_at DESC, id LIMIT ?2"
+            ))
+            .bind(uuid_text(patient))
+            .bind(page(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(invitation_from_row)
+            .collect()
+        })
+    }
+
+    fn revoke_invitation(&self, id: Uuid, now: UnixMillis) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            // Never before its creation (the schema's CHECK): a clock that
+            // stepped back must not make the withdrawal fail.
+            let done = sqlx::query(
+                "UPDATE invitations SET used_at = max(?2, created_at) \
+                 WHERE id = ?1 AND used_at IS NULL",
+            )
+            .bind(uuid_text(id))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                let found: Option<i64> =
+                    sqlx::query_scalar("SELECT 1 FROM invitations WHERE id = ?1")
+                        .bind(uuid_text(id))
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                found.ok_or(StoreError::NotFound { what: "invitation" })?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
     fn create_access_request(
         &self,
         request: NewAccessRequest,
@@ -1055,6 +1185,8 @@ impl Store for SqliteStore {
             .await?;
             if let Some(row) = existing {
                 let stored = request_from_row(&row)?;
+                // The certificate is not compared: a retry may come after
+                // the peer rolled its TLS key; the request keeps the first.
                 let same = stored.kind == request.kind
                     && stored.patient == request.patient
                     && stored.doctor == request.doctor
@@ -1087,9 +1219,10 @@ impl Store for SqliteStore {
                 what: "live invitation",
             })?;
             let row = sqlx::query(concat!(
-                "INSERT INTO access_requests (id, kind, patient, invitation, server_fqdn, doctor, \
-                 role, duration_ms, code_hash, created_at, expires_at, idempotency_key) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING ",
+                "INSERT INTO access_requests (id, kind, patient, invitation, server_fqdn, \
+                 requester_cert_sha256, doctor, role, duration_ms, code_hash, created_at, \
+                 expires_at, idempotency_key) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) RETURNING ",
                 request_cols!()
             ))
             .bind(uuid_text(request.id))
@@ -1097,6 +1230,7 @@ impl Store for SqliteStore {
             .bind(uuid_text(request.patient))
             .bind(&invitation)
             .bind(&request.server_fqdn)
+            .bind(request.requester_cert_sha256.as_slice())
             .bind(&request.doctor)
             .bind(&request.role)
             .bind(request.duration_ms)
@@ -1132,6 +1266,29 @@ impl Store for SqliteStore {
                  ORDER BY created_at, id"
             ))
             .bind(uuid_text(patient))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(request_from_row)
+            .collect()
+        })
+    }
+
+    fn expired_pending_requests(
+        &self,
+        now: UnixMillis,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<AccessRequest>> {
+        Box::pin(async move {
+            // Served by the partial index access_requests_pending_expiry.
+            sqlx::query(concat!(
+                "SELECT ",
+                request_cols!(),
+                " FROM access_requests WHERE state = 'pending' AND expires_at <= ?1 \
+                 ORDER BY expires_at, id LIMIT ?2"
+            ))
+            .bind(now)
+            .bind(page(limit))
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -1234,14 +1391,19 @@ impl Store for SqliteStore {
                 ));
             }
             // Role and validity are the patient's choice at approval; who
-            // the grant is for is fixed by the request.
+            // the grant is for is fixed by the request, down to the
+            // certificate the requesting server presented (requests stored
+            // before schema version 2 did not record it).
             if grant.patient != request.patient
                 || grant.server_fqdn != request.server_fqdn
                 || grant.doctor != request.doctor
+                || request
+                    .requester_cert_sha256
+                    .is_some_and(|cert| cert != grant.server_key_sha256)
             {
                 return Err(StoreError::conflict(
                     ConflictKind::Check,
-                    "grant does not match its request (patient, server or doctor)",
+                    "grant does not match its request (patient, server, certificate or doctor)",
                 ));
             }
             sqlx::query(
@@ -1287,6 +1449,57 @@ impl Store for SqliteStore {
             .as_ref()
             .map(grant_from_row)
             .transpose()
+        })
+    }
+
+    fn grant_for_request(&self, request_id: Uuid) -> StoreFuture<'_, Option<Grant>> {
+        Box::pin(async move {
+            sqlx::query(concat!(
+                "SELECT ",
+                grant_cols!(),
+                " FROM grants WHERE request_id = ?1"
+            ))
+            .bind(uuid_text(request_id))
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(grant_from_row)
+            .transpose()
+        })
+    }
+
+    fn grants_for_server<'a>(&'a self, fqdn: &'a str) -> StoreFuture<'a, Vec<Grant>> {
+        Box::pin(async move {
+            sqlx::query(concat!(
+                "SELECT ",
+                grant_cols!(),
+                " FROM grants WHERE server_fqdn = ?1 ORDER BY not_before DESC, id"
+            ))
+            .bind(fqdn)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(grant_from_row)
+            .collect()
+        })
+    }
+
+    fn live_grants(&self, now: UnixMillis, limit: u32) -> StoreFuture<'_, Vec<Grant>> {
+        Box::pin(async move {
+            // Served by the partial index grants_live.
+            sqlx::query(concat!(
+                "SELECT ",
+                grant_cols!(),
+                " FROM grants WHERE revoked_at IS NULL AND expires_at > ?1 \
+                 ORDER BY expires_at DESC, id LIMIT ?2"
+            ))
+            .bind(now)
+            .bind(page(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(grant_from_row)
+            .collect()
         })
     }
 
@@ -1375,6 +1588,35 @@ impl Store for SqliteStore {
         })
     }
 
+    fn outbox_message<'a>(
+        &'a self,
+        idempotency_key: &'a str,
+    ) -> StoreFuture<'a, Option<OutboxMessage>> {
+        Box::pin(async move {
+            sqlx::query(concat!(
+                "SELECT ",
+                outbox_cols!(),
+                " FROM outbox WHERE idempotency_key = ?1"
+            ))
+            .bind(idempotency_key)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(outbox_from_row)
+            .transpose()
+        })
+    }
+
+    fn pending_outbox_count(&self) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE delivered_at IS NULL")
+                    .fetch_one(&self.pool)
+                    .await?;
+            u64::try_from(n).map_err(|_| StoreError::corrupt("negative outbox count"))
+        })
+    }
+
     fn mark_delivered(&self, id: i64, now: UnixMillis) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let mut tx = self.write_tx().await?;
@@ -1416,6 +1658,164 @@ impl Store for SqliteStore {
             }
             tx.commit().await?;
             Ok(())
+        })
+    }
+
+    fn create_outgoing_request(
+        &self,
+        request: NewOutgoingRequest,
+        effects: Effects,
+    ) -> StoreFuture<'_, Outcome<OutgoingRequest>> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            if let Some(stored) = outgoing_in(&mut tx, request.id).await? {
+                if !same_outgoing(&stored, &request) {
+                    return Err(StoreError::conflict(
+                        ConflictKind::IdempotencyKey,
+                        "outgoing request id reused for a different request",
+                    ));
+                }
+                return Ok(Outcome {
+                    value: stored,
+                    changed: false,
+                });
+            }
+            let row = sqlx::query(concat!(
+                "INSERT INTO outgoing_requests (id, kind, doctor, doctor_upstream_id, \
+                 patient_address, server_fqdn, role, duration_ms, code, state, created_at, \
+                 updated_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'sending', ?10, ?10, ?11) \
+                 RETURNING ",
+                outgoing_cols!()
+            ))
+            .bind(uuid_text(request.id))
+            .bind(request.kind.as_str())
+            .bind(&request.doctor)
+            .bind(request.doctor_upstream_id)
+            .bind(&request.patient_address)
+            .bind(&request.server_fqdn)
+            .bind(&request.role)
+            .bind(request.duration_ms)
+            .bind(&request.code)
+            .bind(request.created_at)
+            .bind(request.expires_at)
+            .fetch_one(&mut *tx)
+            .await?;
+            let stored = outgoing_from_row(&row)?;
+            apply_effects(&mut tx, &effects).await?;
+            tx.commit().await?;
+            Ok(Outcome {
+                value: stored,
+                changed: true,
+            })
+        })
+    }
+
+    fn outgoing_request(&self, id: Uuid) -> StoreFuture<'_, Option<OutgoingRequest>> {
+        Box::pin(async move {
+            let mut conn = self.pool.acquire().await?;
+            outgoing_in(&mut conn, id).await
+        })
+    }
+
+    fn outgoing_request_by_grant(
+        &self,
+        grant_id: Uuid,
+    ) -> StoreFuture<'_, Option<OutgoingRequest>> {
+        Box::pin(async move {
+            sqlx::query(concat!(
+                "SELECT ",
+                outgoing_cols!(),
+                " FROM outgoing_requests WHERE grant_id = ?1"
+            ))
+            .bind(uuid_text(grant_id))
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(outgoing_from_row)
+            .transpose()
+        })
+    }
+
+    fn outgoing_requests_for_doctor<'a>(
+        &'a self,
+        doctor: &'a str,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<OutgoingRequest>> {
+        Box::pin(async move {
+            sqlx::query(concat!(
+                "SELECT ",
+                outgoing_cols!(),
+                " FROM outgoing_requests WHERE doctor = ?1 \
+                 ORDER BY created_at DESC, id LIMIT ?2"
+            ))
+            .bind(doctor)
+            .bind(page(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(outgoing_from_row)
+            .collect()
+        })
+    }
+
+    fn update_outgoing_request(
+        &self,
+        id: Uuid,
+        update: OutgoingUpdate,
+        now: UnixMillis,
+        effects: Effects,
+    ) -> StoreFuture<'_, Outcome<OutgoingRequest>> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            let stored = outgoing_in(&mut tx, id)
+                .await?
+                .ok_or(StoreError::NotFound {
+                    what: "outgoing request",
+                })?;
+            match plan_outgoing_update(stored.state, stored.grant.as_ref(), &update)? {
+                UpdatePlan::Replay => {
+                    return Ok(Outcome {
+                        value: stored,
+                        changed: false,
+                    })
+                }
+                UpdatePlan::Apply => {}
+            }
+            let to = update.state;
+            let grant = update.grant.as_ref();
+            // The grant's columns change only when one is given (approval);
+            // updated_at never goes back, even if the caller's clock did.
+            let row = sqlx::query(concat!(
+                "UPDATE outgoing_requests SET state = ?2, reason = ?3, \
+                 code = CASE WHEN ?4 THEN code ELSE NULL END, \
+                 grant_id = coalesce(?5, grant_id), token = coalesce(?6, token), \
+                 grant_role = coalesce(?7, grant_role), \
+                 grant_not_before = coalesce(?8, grant_not_before), \
+                 grant_expires_at = coalesce(?9, grant_expires_at), \
+                 updated_at = max(updated_at, ?10) \
+                 WHERE id = ?1 RETURNING ",
+                outgoing_cols!()
+            ))
+            .bind(uuid_text(id))
+            .bind(to.as_str())
+            .bind(&update.reason)
+            .bind(to.keeps_code())
+            .bind(grant.map(|g| uuid_text(g.id)))
+            .bind(grant.map(|g| g.token.as_str()))
+            .bind(grant.map(|g| g.role.as_str()))
+            .bind(grant.map(|g| g.not_before))
+            .bind(grant.map(|g| g.expires_at))
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            let value = outgoing_from_row(&row)?;
+            apply_effects(&mut tx, &effects).await?;
+            tx.commit().await?;
+            Ok(Outcome {
+                value,
+                changed: true,
+            })
         })
     }
 }

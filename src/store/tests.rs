@@ -15,6 +15,9 @@ use uuid::Uuid;
 use super::sqlite::SqliteStore;
 use super::*;
 
+mod outgoing;
+mod server1;
+
 fn cfg(path: &Path) -> config::Store {
     config::Store::Sqlite {
         path: path.to_owned(),
@@ -92,7 +95,7 @@ async fn open_creates_a_durable_wal_database() {
     assert!(busy >= 1000, "busy_timeout is {busy} ms");
 
     store.ping().await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 1);
+    assert_eq!(store.schema_version().await.unwrap(), 2);
 
     #[cfg(unix)]
     {
@@ -140,26 +143,32 @@ async fn migrations_are_applied_once_and_reported() {
     let path = dir.path().join("mdgate.db");
 
     let report = migrate(&cfg(&path)).await.unwrap();
-    assert_eq!(report.applied, vec![(1, "initial schema".to_owned())]);
+    assert_eq!(
+        report.applied,
+        vec![
+            (1, "initial schema".to_owned()),
+            (2, "outgoing requests".to_owned())
+        ]
+    );
     assert_eq!(report.current, supported_schema_version());
 
     let again = migrate(&cfg(&path)).await.unwrap();
     assert!(again.applied.is_empty());
-    assert_eq!(again.current, 1);
+    assert_eq!(again.current, 2);
 
     // Reopening keeps data and applies nothing.
     let store = open(&cfg(&path)).await.unwrap();
     store.touch_peer("server2.example", 5).await.unwrap();
     store.close().await.unwrap();
     let store = open(&cfg(&path)).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 1);
+    assert_eq!(store.schema_version().await.unwrap(), 2);
     assert_eq!(store.peers().await.unwrap().len(), 1);
     let mut conn = raw(&path).await;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(rows, 1);
+    assert_eq!(rows, 2);
 }
 
 #[tokio::test]
@@ -182,14 +191,14 @@ async fn newer_schema_is_refused_with_an_actionable_message() {
             err,
             StoreError::SchemaTooNew {
                 found: 7,
-                supported: 1
+                supported: 2
             }
         ),
         "{err:?}"
     );
     assert_eq!(
         err.to_string(),
-        "store schema version 7 is newer than this mdgate supports (1): upgrade mdgate, \
+        "store schema version 7 is newer than this mdgate supports (2): upgrade mdgate, \
          or restore the backup taken before the upgrade"
     );
     // `mdgate migrate` refuses the same way and changes nothing.
@@ -224,6 +233,100 @@ async fn modified_migration_is_refused() {
     assert!(err.to_string().contains("checksum mismatch"), "{err}");
 }
 
+/// A database as a version-1 mdgate left it: only 0001 applied, by sqlx's
+/// migrator, from the very file this binary embeds.
+async fn version_1_database(path: &Path) {
+    let sources = tempfile::tempdir().unwrap();
+    std::fs::write(
+        sources.path().join("0001_initial_schema.sql"),
+        include_str!("../../migrations/sqlite/0001_initial_schema.sql"),
+    )
+    .unwrap();
+    let v1 = sqlx::migrate::Migrator::new(sources.path()).await.unwrap();
+    let mut conn = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .foreign_keys(true)
+        .connect()
+        .await
+        .unwrap();
+    v1.run(&mut conn).await.unwrap();
+    // Some server1 state written by the old version.
+    for sql in [
+        "INSERT INTO peers (fqdn, first_seen, last_seen) VALUES ('server2.example', 1, 1)",
+        "INSERT INTO patients (federation_id, upstream_id, created_at) \
+         VALUES ('00000000-0000-4000-8000-000000000001', 42, 1)",
+        "INSERT INTO invitations (id, patient, token_hash, created_at, expires_at, used_at) \
+         VALUES ('00000000-0000-4000-8000-000000000002', \
+                 '00000000-0000-4000-8000-000000000001', zeroblob(32), 10, 1000, 20)",
+        "INSERT INTO access_requests (id, kind, patient, invitation, server_fqdn, doctor, \
+         role, duration_ms, code_hash, created_at, expires_at, idempotency_key) \
+         VALUES ('00000000-0000-4000-8000-000000000003', 'access', \
+                 '00000000-0000-4000-8000-000000000001', \
+                 '00000000-0000-4000-8000-000000000002', 'server2.example', \
+                 'dr.who@server2.example', 'doctor', 1000, zeroblob(32), 20, 600, 'k')",
+    ] {
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_version_1_database_is_upgraded_to_version_2() {
+    assert_eq!(supported_schema_version(), 2);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mdgate.db");
+    version_1_database(&path).await;
+
+    // `mdgate migrate` applies exactly 0002, keeping the data.
+    let report = migrate(&cfg(&path)).await.unwrap();
+    assert_eq!(report.applied, vec![(2, "outgoing requests".to_owned())]);
+    assert_eq!(report.current, 2);
+    let store = open(&cfg(&path)).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 2);
+    let patient = store.patient_by_upstream_id(42).await.unwrap().unwrap();
+    let invitations = store
+        .invitations_for_patient(patient.federation_id, 10)
+        .await
+        .unwrap();
+    assert_eq!(invitations.len(), 1);
+    assert!(store.live_grants(0, 10).await.unwrap().is_empty());
+    // A request stored by version 1 has no requester certificate; the
+    // sweeper finds it like any other.
+    let old = store.expired_pending_requests(600, 10).await.unwrap();
+    assert_eq!(old.len(), 1);
+    assert_eq!(old[0].requester_cert_sha256, None);
+
+    // The new table works on the upgraded file.
+    let new = NewOutgoingRequest {
+        id: Uuid::new_v4(),
+        kind: RequestKind::Access,
+        doctor: "dr.who".into(),
+        doctor_upstream_id: 7,
+        patient_address: "00000000-0000-4000-8000-000000000009@server1.example".into(),
+        server_fqdn: "server1.example".into(),
+        role: "doctor".into(),
+        duration_ms: 1_000,
+        code: "ABCDE-FGHJK".into(),
+        created_at: 5,
+        expires_at: 10,
+    };
+    let created = store
+        .create_outgoing_request(new, Effects::none())
+        .await
+        .unwrap();
+    assert_eq!(created.value.state, OutgoingState::Sending);
+
+    // Opening a version-1 file directly upgrades it the same way.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mdgate.db");
+    version_1_database(&path).await;
+    let store = open(&cfg(&path)).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 2);
+    assert!(store.patient_by_upstream_id(42).await.unwrap().is_some());
+}
+
+// --- durability
 // --- durability
 
 #[tokio::test]
@@ -671,6 +774,7 @@ fn new_request(f: &Fixture, key: &str) -> NewAccessRequest {
         patient: f.patient,
         invitation_token_hash: f.token,
         server_fqdn: "server2.example".into(),
+        requester_cert_sha256: [3; 32],
         doctor: "dr.who@server2.example".into(),
         role: "doctor".into(),
         duration_ms: 3_600_000,
@@ -923,7 +1027,9 @@ async fn approval_creates_a_grant_with_its_effects_atomically() {
         .is_empty());
     assert!(f.store.audit_head().await.unwrap().is_none());
 
-    // A grant for someone else is refused.
+    // A grant for someone else is refused, as is one bound to another
+    // certificate than the request came with.
+    assert_eq!(r.requester_cert_sha256, Some([3; 32]));
     let mut wrong = grant_for(&r);
     wrong.doctor = "other@server2.example".into();
     assert!(f
@@ -931,6 +1037,25 @@ async fn approval_creates_a_grant_with_its_effects_atomically() {
         .approve_request(wrong, 200, Effects::none())
         .await
         .is_err());
+    let other_cert = Grant {
+        server_key_sha256: [4; 32],
+        ..grant_for(&r)
+    };
+    let err = f
+        .store
+        .approve_request(other_cert, 200, Effects::none())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                kind: ConflictKind::Check,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 
     // Expired requests cannot be approved.
     assert!(matches!(

@@ -61,6 +61,10 @@ pub enum SignInError {
     /// access.md answered something a login never returns.
     #[error("access.md answered the sign-in unexpectedly: {0}")]
     Upstream(#[source] UpstreamError),
+    /// The sign-in worked upstream but mdgate could not record it (its
+    /// store failed); the detail is logged.
+    #[error("mdgate could not record the sign-in")]
+    Internal,
 }
 
 /// Signs a local user in (R1, sent without a cookie). The password is

@@ -3,6 +3,7 @@
 //! Tests that talk to access.md start the in-process emulator unless
 //! `MDGATE_TEST_UPSTREAM` names a real server (see `support`).
 
+mod access;
 mod admin;
 mod browser;
 mod emulator;
