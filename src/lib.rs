@@ -16,6 +16,7 @@
 //! * [`token`]: Ed25519 keys, EdDSA-only JWS, the key document.
 //! * [`admin`]: `/live`, `/ready`, `/metrics`.
 //! * [`serve`]: wires listeners, workers, signals and shutdown together.
+//! * [`web`]: the patient's and the doctor's pages, and WebFinger.
 //! * [`emulator`]: an in-memory access.md emulator for tests and the demo.
 
 pub mod admin;
@@ -35,3 +36,4 @@ pub mod store;
 pub mod tls;
 pub mod token;
 pub mod upstream;
+pub mod web;

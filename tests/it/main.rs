@@ -6,6 +6,7 @@
 mod access;
 mod admin;
 mod audit;
+mod browser;
 mod emulator;
 mod fake;
 mod fed;
@@ -17,3 +18,4 @@ mod process;
 mod proxy;
 mod support;
 mod upstream;
+mod web;
