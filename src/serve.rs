@@ -425,17 +425,25 @@ fn build_access(
     let err = |what: &str, e: &dyn std::fmt::Display| ServeError::Access(format!("{what}: {e}"));
     let signing = SigningKey::load(&keys.signing.key_file, &keys.signing.selector)
         .map_err(|e| err("signing key", &e))?;
-    let mut verifying = vec![signing.verifying_key().clone()];
+    // Grant tokens are verified with our own signing keys, by `kid`.
+    let mut verifying = vec![(
+        keys.signing.selector.clone(),
+        signing.verifying_key().clone(),
+    )];
     for other in [&keys.next_signing, &keys.previous_signing]
         .into_iter()
         .flatten()
     {
         let key = SigningKey::load(&other.key_file, &other.selector)
             .map_err(|e| err("signing key", &e))?;
-        verifying.push(key.verifying_key().clone());
+        verifying.push((other.selector.clone(), key.verifying_key().clone()));
     }
-    let verifier =
-        crate::token::GrantVerifier::new(&config.server.fqdn, verifying, keys.clock_skew, 100_000);
+    let verifier = crate::token::GrantVerifier::with_selectors(
+        &config.server.fqdn,
+        verifying,
+        keys.clock_skew,
+        100_000,
+    );
     let upstream = crate::upstream::AccessMd::new(&config.upstream);
     let accounts = crate::upstream::Accounts::from_config(&upstream, &config.upstream)
         .map_err(|e| err("upstream accounts", &e))?;
