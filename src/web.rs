@@ -752,6 +752,13 @@ impl Web {
                      Please try again in a minute.",
                 )
             }
+            Err(SignInError::Internal) => {
+                tracing::warn!(user = %username, "page sign-in failed: not recorded");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong on this server. Please try again in a minute.",
+                )
+            }
             Err(e @ SignInError::Upstream(_)) => {
                 tracing::warn!(user = %username, error = %e, "page sign-in failed");
                 (

@@ -17,3 +17,4 @@ mod process;
 mod proxy;
 mod support;
 mod upstream;
+mod web;

@@ -8,11 +8,69 @@
 //! header, as a browser sends them; `browser` drives a real one.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use hyper_util::rt::TokioIo;
 use mdgate::demo::testbed::{Login, Site, Testbed};
+use mdgate::proxy::ConnInfo;
+use mdgate::web::Web;
 use reqwest::header::{self, HeaderMap};
 use reqwest::{Method, StatusCode};
+use tokio::net::TcpListener;
+
+/// Serves `web` alone over plain HTTP on loopback (as a public listener
+/// with `plain_http` would).
+pub async fn serve_pages(web: Arc<Web>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, client)) = listener.accept().await else {
+                return;
+            };
+            let web = web.clone();
+            tokio::spawn(async move {
+                let conn = ConnInfo {
+                    listener: "public",
+                    client,
+                    tls: false,
+                    sni: None,
+                    peer: None,
+                    framing_violation: OnceLock::new(),
+                };
+                let service = hyper::service::service_fn(move |req| {
+                    let web = web.clone();
+                    let conn = conn.clone();
+                    async move { Ok::<_, Infallible>(web.handle(&conn, req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// The base URL of `site`'s pages: a [`Web`] over the site's own access
+/// flow, served on a port of its own.
+///
+/// Until the public listener hands `/federation/` to the pages this is
+/// how they are reached; once it does, this becomes `site.public_url()`.
+pub async fn pages_base(site: &Site) -> String {
+    let access = site.running().access.clone().expect("the access flow runs");
+    let config = mdgate::config::load(&site.config_path).expect("configuration");
+    let web = Web::new(
+        Arc::new(access),
+        &config.access,
+        Arc::new(mdgate::admin::Metrics::new()),
+    );
+    let addr = serve_pages(Arc::new(web)).await;
+    format!("http://127.0.0.1:{}", addr.port())
+}
 
 /// One browser's worth of state against one site's public listener.
 struct Visitor {
@@ -80,8 +138,8 @@ fn encode(fields: &[(&str, &str)]) -> String {
 }
 
 impl Visitor {
-    fn new(site: &Site) -> Visitor {
-        let base = site.public_url();
+    fn new(base: &str) -> Visitor {
+        let base = base.to_owned();
         Visitor {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -169,8 +227,9 @@ async fn testbed(names: &[&str]) -> (tempfile::TempDir, Testbed) {
 async fn pages_sign_in_wrong_and_right() {
     let (_dir, bed) = testbed(&["one"]).await;
     let one = &bed.sites[0];
+    let base = pages_base(one).await;
 
-    let mut v = Visitor::new(one);
+    let mut v = Visitor::new(&base);
     let wrong = v
         .sign_in(&Login {
             username: one.patient.username.clone(),
@@ -192,20 +251,21 @@ async fn pages_sign_in_wrong_and_right() {
         .map(|c| c.to_str().unwrap().to_owned())
         .find(|c| c.starts_with("mdgate="))
         .expect("session cookie");
-    assert!(cookie.ends_with("; Path=/; HttpOnly; SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.ends_with("; Path=/; HttpOnly; SameSite=Strict"),
+        "{cookie}"
+    );
     let page = v.get("/federation/patient").await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert!(page.body.contains("<svg"), "a QR code");
-    assert!(page
-        .element_text("id=\"payload\">")
-        .starts_with("mdgate:"));
+    assert!(page.element_text("id=\"payload\">").starts_with("mdgate:"));
     assert_eq!(
         page.headers[header::X_CONTENT_TYPE_OPTIONS],
         "nosniff",
         "security headers"
     );
 
-    let mut d = Visitor::new(one);
+    let mut d = Visitor::new(&base);
     let ok = d.sign_in(&one.doctor).await;
     assert_eq!(ok.location(), "/federation/doctor");
     let page = d.get("/federation/doctor").await;
@@ -214,9 +274,14 @@ async fn pages_sign_in_wrong_and_right() {
     // access.md down: a clear page, not an error dump.
     let mut bed = bed;
     bed.sites[0].stop_upstream().await;
-    let mut late = Visitor::new(&bed.sites[0]);
+    let mut late = Visitor::new(&base);
     let down = late.sign_in(&bed.sites[0].patient).await;
-    assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE, "{}", down.body);
+    assert_eq!(
+        down.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        down.body
+    );
     assert!(down.body.contains("not answering right now"));
     bed.shutdown().await;
 }
@@ -225,7 +290,7 @@ async fn pages_sign_in_wrong_and_right() {
 async fn pages_refuse_forged_forms() {
     let (_dir, bed) = testbed(&["one"]).await;
     let one = &bed.sites[0];
-    let mut v = Visitor::new(one);
+    let mut v = Visitor::new(&pages_base(one).await);
     assert_eq!(v.sign_in(&one.patient).await.status, StatusCode::SEE_OTHER);
     let csrf = v.get("/federation/patient").await.csrf();
 
@@ -262,7 +327,10 @@ async fn pages_refuse_forged_forms() {
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
 
     // Unknown pages and methods.
-    assert_eq!(v.get("/federation/nope").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        v.get("/federation/nope").await.status,
+        StatusCode::NOT_FOUND
+    );
     let r = v.send(Method::PUT, "/federation/patient", None).await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     bed.shutdown().await;
@@ -270,11 +338,7 @@ async fn pages_refuse_forged_forms() {
 
 /// The doctor on `two` asks for the patient on `one` through the pages;
 /// returns the request's page path and the code it shows.
-async fn doctor_asks(
-    patient: &mut Visitor,
-    doctor: &mut Visitor,
-    role: &str,
-) -> (String, String) {
+async fn doctor_asks(patient: &mut Visitor, doctor: &mut Visitor, role: &str) -> (String, String) {
     let page = patient.get("/federation/patient").await;
     let payload = page.element_text("id=\"payload\">");
     let form = doctor.get("/federation/doctor").await;
@@ -321,23 +385,38 @@ async fn pending_request(patient: &mut Visitor, doctor_name: &str) -> (Answer, S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patient_approves_with_the_code_and_revokes_through_the_pages() {
-    let (_dir, mut bed) = testbed(&["one", "two"]).await;
-    let mut patient = Visitor::new(&bed.sites[0]);
-    let mut doctor = Visitor::new(&bed.sites[1]);
-    assert_eq!(patient.sign_in(&bed.sites[0].patient).await.status, StatusCode::SEE_OTHER);
-    assert_eq!(doctor.sign_in(&bed.sites[1].doctor).await.status, StatusCode::SEE_OTHER);
+    let (_dir, bed) = testbed(&["one", "two"]).await;
+    let mut patient = Visitor::new(&pages_base(&bed.sites[0]).await);
+    let mut doctor = Visitor::new(&pages_base(&bed.sites[1]).await);
+    assert_eq!(
+        patient.sign_in(&bed.sites[0].patient).await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        doctor.sign_in(&bed.sites[1].doctor).await.status,
+        StatusCode::SEE_OTHER
+    );
     let doctor_name = format!("{}@{}", bed.sites[1].doctor.username, bed.sites[1].fqdn);
 
+    let first = patient.get("/federation/patient").await;
+    let payload = first.element_text("id=\"payload\">");
     let (request_path, code) = doctor_asks(&mut patient, &mut doctor, "contributor").await;
     let (page, approve) = pending_request(&mut patient, &doctor_name).await;
     let csrf = page.csrf();
     assert!(page.body.contains("Requests waiting for you (1)"));
+    assert!(page.body.contains("Your code was used"), "single use");
+    assert!(!page.body.contains(&payload));
 
     // A wrong code: the page says how many tries are left.
     let wrong = patient
         .post(&approve, &[("csrf", &csrf), ("code", "00000-00000")])
         .await;
-    assert_eq!(wrong.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", wrong.body);
+    assert_eq!(
+        wrong.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        wrong.body
+    );
     assert!(wrong.body.contains("2 tries left"), "{}", wrong.body);
 
     // access.md restarts: the patient's upstream session is gone, which
@@ -347,7 +426,11 @@ async fn patient_approves_with_the_code_and_revokes_through_the_pages() {
         .post(&approve, &[("csrf", &csrf), ("code", &code)])
         .await;
     assert_eq!(ended.status, StatusCode::UNAUTHORIZED, "{}", ended.body);
-    assert!(ended.body.contains("Please sign in again."), "{}", ended.body);
+    assert!(
+        ended.body.contains("Please sign in again."),
+        "{}",
+        ended.body
+    );
     assert!(ended.body.contains("action=\"/federation/sign-in\""));
     assert_eq!(
         patient.get("/federation/patient").await.location(),
@@ -356,12 +439,19 @@ async fn patient_approves_with_the_code_and_revokes_through_the_pages() {
     );
 
     // Signed in again, the same request still waits; the code approves it.
-    assert_eq!(patient.sign_in(&bed.sites[0].patient).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        patient.sign_in(&bed.sites[0].patient).await.status,
+        StatusCode::SEE_OTHER
+    );
     let (page, approve) = pending_request(&mut patient, &doctor_name).await;
     let ok = patient
         .post(
             &approve,
-            &[("csrf", &page.csrf()), ("code", &code.to_lowercase()), ("role", "viewer")],
+            &[
+                ("csrf", &page.csrf()),
+                ("code", &code.to_lowercase()),
+                ("role", "viewer"),
+            ],
         )
         .await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
@@ -381,7 +471,10 @@ async fn patient_approves_with_the_code_and_revokes_through_the_pages() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let approved = approved.expect("the grant reached the doctor's server");
-    assert!(!approved.body.contains("Ask the patient a question"), "viewer only");
+    assert!(
+        !approved.body.contains("Ask the patient a question"),
+        "viewer only"
+    );
     let record = doctor.get(&format!("{request_path}/record/record")).await;
     assert_eq!(record.status, StatusCode::OK, "{}", record.body);
     assert!(record.body.contains("<dt>Name</dt>"), "{}", record.body);
@@ -398,13 +491,18 @@ async fn patient_approves_with_the_code_and_revokes_through_the_pages() {
     assert!(page
         .body
         .contains("Nobody on another server can read your record now."));
-    assert!(page.body.contains("revoked the access of"), "the access log");
+    assert!(
+        page.body.contains("revoked the access of"),
+        "the access log"
+    );
     let refused = doctor.get(&format!("{request_path}/record/vitals")).await;
     assert_ne!(refused.status, StatusCode::OK, "{}", refused.body);
 
+    // The used code is never shown again (this session made a new one).
+    assert!(!page.body.contains(&payload));
+
     // WebFinger knows the patient.
-    let address = page.element_text("id=\"payload\">");
-    let address = address
+    let address = payload
         .trim_start_matches("mdgate:")
         .split('?')
         .next()
