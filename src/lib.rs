@@ -20,6 +20,7 @@
 //! * [`emulator`]: an in-memory access.md emulator for tests and the demo.
 
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod demo;
 pub mod dns;

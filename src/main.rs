@@ -152,6 +152,56 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         timeout: u64,
     },
+    /// Check, export or print the head of the hash-chained audit log.
+    Audit {
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the whole chain; exit 0 when intact, 1 with where and why it
+    /// breaks.
+    Verify {
+        #[arg(
+            short = 'c',
+            long = "config",
+            default_value = "/etc/mdgate/mdgate.toml"
+        )]
+        config: PathBuf,
+        /// A head recorded earlier (`mdgate audit head`), to also detect a
+        /// deleted tail or a rewritten chain.
+        #[arg(long, value_name = "SEQ:HASH", value_parser = mdgate::audit::parse_head)]
+        head: Option<mdgate::store::AuditHead>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the entries as JSON, one object per line, to stdout.
+    Export {
+        #[arg(
+            short = 'c',
+            long = "config",
+            default_value = "/etc/mdgate/mdgate.toml"
+        )]
+        config: PathBuf,
+        /// Only this patient's entries (their federation id).
+        #[arg(long, value_name = "UUID")]
+        patient: Option<uuid::Uuid>,
+        /// Start at this sequence number.
+        #[arg(long, value_name = "SEQ", default_value_t = 1)]
+        from: i64,
+    },
+    /// Print the chain's head as SEQ:HASH, to record outside the database.
+    Head {
+        #[arg(
+            short = 'c',
+            long = "config",
+            default_value = "/etc/mdgate/mdgate.toml"
+        )]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -274,10 +324,12 @@ fn main() -> ExitCode {
             };
             check_peer(&cfg, &args, json)
         }
+        Command::Audit { action } => audit(action),
         Command::Demo { dir, once } => {
+            // Quiet by default; MDGATE_LOG (a tracing filter) to see more.
             mdgate::logging::init(&config::Log {
                 format: LogFormat::Text,
-                filter: "warn".into(),
+                filter: std::env::var("MDGATE_LOG").unwrap_or_else(|_| "warn".into()),
             });
             run_async(async move {
                 mdgate::demo::run(dir, once)
@@ -363,6 +415,84 @@ fn check_peer(
         Ok(())
     });
     if status == ExitCode::SUCCESS && !ok {
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        status
+    }
+}
+
+/// `mdgate audit ...`: the store named by the configuration, opened as
+/// `serve` opens it.
+fn audit(action: AuditCommand) -> ExitCode {
+    use mdgate::audit;
+    let path = match &action {
+        AuditCommand::Verify { config, .. }
+        | AuditCommand::Export { config, .. }
+        | AuditCommand::Head { config } => config,
+    };
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{}", e.report());
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    // Opening creates a missing database: an empty log would then verify.
+    let config::Store::Sqlite { path: db } = &cfg.store;
+    if !db.exists() {
+        eprintln!(
+            "mdgate: audit: no store at {} (check [store] path)",
+            db.display()
+        );
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    let mut intact = true;
+    let status = run_async(async {
+        let store = mdgate::store::open(&cfg.store)
+            .await
+            .map_err(|e| format!("audit: {e}"))?;
+        let done = match action {
+            AuditCommand::Verify { head, json, .. } => {
+                let report = audit::verify(&*store, head)
+                    .await
+                    .map_err(|e| format!("audit verify: {e}"))?;
+                intact = report.ok();
+                if json {
+                    println!("{}", report.to_json());
+                } else if intact {
+                    print!("{}", report.human());
+                } else {
+                    eprint!("{}", report.human());
+                }
+                Ok(())
+            }
+            AuditCommand::Export { patient, from, .. } => {
+                let stdout = std::io::stdout();
+                let mut out = std::io::BufWriter::new(stdout.lock());
+                match audit::export(&*store, patient, from, &mut out).await {
+                    Ok(_) => Ok(()),
+                    // The reader went away (`| head`): not an error.
+                    Err(audit::AuditError::Output(e))
+                        if e.kind() == std::io::ErrorKind::BrokenPipe =>
+                    {
+                        Ok(())
+                    }
+                    Err(e) => Err(format!("audit export: {e}")),
+                }
+            }
+            AuditCommand::Head { .. } => {
+                let head = store
+                    .audit_head()
+                    .await
+                    .map_err(|e| format!("audit head: {e}"))?;
+                println!("{}", audit::format_head(head));
+                Ok(())
+            }
+        };
+        let _ = store.close().await;
+        done
+    });
+    if status == ExitCode::SUCCESS && !intact {
         ExitCode::from(EXIT_FAILURE)
     } else {
         status

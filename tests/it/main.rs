@@ -5,6 +5,7 @@
 
 mod access;
 mod admin;
+mod audit;
 mod browser;
 mod emulator;
 mod fake;

@@ -358,6 +358,7 @@ fn the_demo_walks_through_and_exits() {
     let out = Command::new(BIN)
         .args(["demo", "--once", "--dir"])
         .arg(dir.path())
+        .env("MDGATE_LOG", "mdgate=trace,info")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -377,6 +378,34 @@ fn the_demo_walks_through_and_exits() {
         "record.read",
     ] {
         assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+    }
+    // The whole flow at trace level: no password, code, token or cookie in
+    // the log.
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("access request received"), "{log}");
+    let code = stdout
+        .split("shows the code ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the code is printed");
+    let fed_password = std::fs::read_to_string(
+        dir.path()
+            .join("server1")
+            .join("federation-account.password"),
+    )
+    .unwrap();
+    for secret in [
+        code,
+        &code.replace('-', ""),
+        "doctor-pw",
+        "patient-pw",
+        fed_password.trim(),
+        "eyJ",
+        "JSESSIONID=",
+        "Bearer ",
+        "invitation=",
+    ] {
+        assert!(!log.contains(secret), "{secret:?} reached the log:\n{log}");
     }
     // The configuration it wrote is valid for check-config.
     let (code, _, stderr) = check_config(&dir.path().join("server1").join("mdgate.toml"));

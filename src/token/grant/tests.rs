@@ -11,6 +11,7 @@ use http::{HeaderMap, HeaderValue};
 use jsonwebtoken::Algorithm;
 use proptest::prelude::*;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use super::*;
 
@@ -295,7 +296,8 @@ fn tampered_payload_is_refused() {
 #[test]
 fn claims_are_strict() {
     let k = key("sig1");
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Value)>)> = vec![
+    type Change = Box<dyn FnOnce(&mut Value)>;
+    let cases: Vec<(&str, Change)> = vec![
         ("unknown member", Box::new(|p| p["extra"] = json!(1))),
         (
             "unknown act member",
@@ -397,7 +399,7 @@ fn delivered_token_must_name_us_and_our_certificate() {
 }
 
 #[test]
-fn oversized_tokens_are_refused_before_hashing() {
+fn oversized_tokens_are_refused() {
     let k = key("sig1");
     let big = "a".repeat(MAX_GRANT_BYTES + 1);
     assert_eq!(refusal(&big, &k), GrantError::TooLarge);
@@ -501,6 +503,35 @@ fn cache_verifies_each_token_once() {
 }
 
 #[test]
+fn a_forgery_with_a_cached_signature_is_not_a_hit() {
+    let k = key("sig1");
+    let v = verifier(&k);
+    let t = token(&k);
+    v.check(&t, &CERT, now()).expect("genuine");
+    assert_eq!(v.verifications(), 1);
+    // Same signature (hence same cache key), other claims.
+    let signature = t.rsplit('.').next().expect("signature");
+    let mut payload = wire();
+    payload["scope"] = json!("contributor");
+    let forged = format!(
+        "{}.{}.{signature}",
+        URL_SAFE_NO_PAD.encode(header("sig1").to_string()),
+        URL_SAFE_NO_PAD.encode(payload.to_string())
+    );
+    let e = v.check(&forged, &CERT, now()).expect_err("forged");
+    assert_eq!(e.reason(), "bad_signature");
+    assert_eq!(v.verifications(), 2, "a forgery is verified, not served");
+    // The genuine token is still cached.
+    assert_eq!(
+        v.check(&t, &CERT, now()).expect("genuine").role,
+        Role::Viewer
+    );
+    assert_eq!(v.verifications(), 2);
+    // A token shorter than a key is simply verified (and refused).
+    assert!(v.check("a.b.c", &CERT, now()).is_err());
+}
+
+#[test]
 fn failures_are_not_cached() {
     let k = key("sig1");
     let v = verifier(&k);
@@ -583,7 +614,7 @@ fn next_and_previous_keys_verify_by_kid() {
         100,
     );
     for k in [&current, &next, &previous] {
-        v.check(&token(k), &CERT, now()).expect(k.selector());
+        assert!(v.check(&token(k), &CERT, now()).is_ok(), "{}", k.selector());
     }
     assert_eq!(v.verifications(), 3, "one verification per token, by kid");
 }
