@@ -104,6 +104,9 @@ pub type KeyDocumentCell = std::sync::RwLock<Option<Bytes>>;
 pub struct Proxy {
     client: UpstreamClient,
     key_document: Option<Arc<KeyDocumentCell>>,
+    /// The patients' and doctors' pages (shared by every worker: the
+    /// sessions live in it); `None` without the access flow.
+    web: Option<Arc<crate::web::Web>>,
     authority: Authority,
     connect_timeout: Duration,
     response_timeout: Duration,
@@ -127,7 +130,10 @@ pub fn route_class(path: &str) -> &'static str {
         "api"
     } else if path.starts_with("/static/") || path.starts_with("/webjars/") {
         "static"
-    } else if path.starts_with("/federation/") || path.starts_with("/.well-known/") {
+    } else if path == "/federation"
+        || path.starts_with("/federation/")
+        || path.starts_with("/.well-known/")
+    {
         "federation_ui"
     } else {
         "page"
@@ -154,10 +160,12 @@ impl Proxy {
         limits: &config::Limits,
         metrics: Arc<Metrics>,
         key_document: Option<Arc<KeyDocumentCell>>,
+        web: Option<Arc<crate::web::Web>>,
     ) -> Self {
         Proxy {
             client: upstream_client(upstream),
             key_document,
+            web,
             authority: upstream.authority.clone(),
             connect_timeout: upstream.connect_timeout,
             response_timeout: upstream.response_timeout,
@@ -224,6 +232,14 @@ impl Proxy {
         }
         if req.uri().path() == KEY_DOCUMENT_PATH {
             return self.key_document(req.method());
+        }
+        // mdgate's own pages: never passed to access.md, even when this
+        // server has no access flow.
+        if crate::web::Web::serves(req.uri().path()) {
+            return match &self.web {
+                Some(web) => Ok(web.handle(conn, req).await),
+                None => Err(RequestError::NotFound),
+            };
         }
         if let Some(len) = content_length(req.headers())? {
             if len > self.max_body {

@@ -303,6 +303,14 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         }
         _ => None,
     };
+    // One set of pages for every worker (the sessions live in it).
+    let web = access.as_ref().map(|a| {
+        Arc::new(crate::web::Web::new(
+            Arc::new(a.clone()),
+            &config.access,
+            metrics.clone(),
+        ))
+    });
     let federation = Arc::new(Federation::new(
         &config.server.fqdn,
         metrics.clone(),
@@ -317,6 +325,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         let metrics = metrics.clone();
         let federation = federation.clone();
         let key_document = key_document.clone();
+        let web = web.clone();
         let shutdown = shutdown_rx.clone();
         let drain = config.runtime.drain_timeout;
         let handle = std::thread::Builder::new()
@@ -335,6 +344,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
                         &public_spec.limits,
                         metrics.clone(),
                         key_document,
+                        web,
                     ));
                     let mut loops = JoinSet::new();
                     match TcpListener::from_std(public_sock) {

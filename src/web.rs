@@ -753,10 +753,11 @@ impl Web {
                 )
             }
             Err(SignInError::Internal) => {
-                tracing::warn!(user = %username, "page sign-in failed: not recorded");
+                tracing::error!(user = %username, "page sign-in failed: mdgate could not record it");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "Something went wrong on this server. Please try again in a minute.",
+                    "Something went wrong on this server. Please try again in a minute, \
+                     or tell the administrator.",
                 )
             }
             Err(e @ SignInError::Upstream(_)) => {

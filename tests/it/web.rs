@@ -55,21 +55,10 @@ pub async fn serve_pages(web: Arc<Web>) -> SocketAddr {
     addr
 }
 
-/// The base URL of `site`'s pages: a [`Web`] over the site's own access
-/// flow, served on a port of its own.
-///
-/// Until the public listener hands `/federation/` to the pages this is
-/// how they are reached; once it does, this becomes `site.public_url()`.
+/// The base URL of `site`'s pages: its public listener, which hands
+/// `/federation/` and WebFinger to the pages.
 pub async fn pages_base(site: &Site) -> String {
-    let access = site.running().access.clone().expect("the access flow runs");
-    let config = mdgate::config::load(&site.config_path).expect("configuration");
-    let web = Web::new(
-        Arc::new(access),
-        &config.access,
-        Arc::new(mdgate::admin::Metrics::new()),
-    );
-    let addr = serve_pages(Arc::new(web)).await;
-    format!("http://127.0.0.1:{}", addr.port())
+    site.public_url()
 }
 
 /// One browser's worth of state against one site's public listener.
