@@ -15,7 +15,7 @@ use http::StatusCode;
 use uuid::Uuid;
 
 use super::html::{self, esc, Page};
-use super::session::Session;
+use super::session::{Session, ShownInvitation};
 use super::{now_ms, Ctx, Reply, Web};
 use crate::federation::access::{AccessError, NewInvitation, PatientOverview};
 use crate::policy::Role;
@@ -83,7 +83,19 @@ impl Web {
         // otherwise mint codes all day): the page offers "New code".
         let shown = lock(&session.invitation).clone();
         let (invitation, invitation_error) = match shown {
-            Some(i) if i.expires_at > now + INVITATION_MARGIN_MS => (Some(i), None),
+            // Single use: once a request came in after it was shown, the
+            // code is spent (the doctor who scanned it has asked).
+            Some(s) if used_since(&overview, s.minted_at) => (
+                None,
+                Some(
+                    "Your code was used by a doctor's request. Each code works once: \
+                     press New code for another doctor."
+                        .to_owned(),
+                ),
+            ),
+            Some(s) if s.invitation.expires_at > now + INVITATION_MARGIN_MS => {
+                (Some(s.invitation), None)
+            }
             Some(_) => (
                 None,
                 Some(
@@ -93,7 +105,10 @@ impl Web {
             ),
             None => match self.backend.new_invitation(&session.user).await {
                 Ok(i) => {
-                    *lock(&session.invitation) = Some(i.clone());
+                    *lock(&session.invitation) = Some(ShownInvitation {
+                        invitation: i.clone(),
+                        minted_at: now,
+                    });
                     (Some(i), None)
                 }
                 Err(AccessError::SessionEnded) => return Err(AccessError::SessionEnded),
@@ -125,7 +140,10 @@ impl Web {
         session: &Session,
     ) -> Result<Reply, AccessError> {
         let invitation = self.backend.new_invitation(&session.user).await?;
-        *lock(&session.invitation) = Some(invitation);
+        *lock(&session.invitation) = Some(ShownInvitation {
+            invitation,
+            minted_at: now_ms(),
+        });
         session.set_notice("Here is a new code. The previous one no longer matters.");
         Ok(Reply::redirect("/federation/patient"))
     }
@@ -250,6 +268,16 @@ pub fn qr_svg(payload: &str) -> Option<String> {
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Plain replace-only values: a poisoned lock still holds a usable one.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether a request reached the patient after `since` (a pending one,
+/// or one the access log shows received).
+fn used_since(ov: &PatientOverview, since: i64) -> bool {
+    ov.pending.iter().any(|r| r.created_at >= since)
+        || ov
+            .log
+            .iter()
+            .any(|e| e.kind == "access.requested" && e.at >= since)
 }
 
 /// The optional lower role and shorter duration of an approval form.

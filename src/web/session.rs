@@ -190,14 +190,23 @@ impl Csrf {
     }
 }
 
+/// An invitation the patient's page shows, and when it was made.
+#[derive(Clone)]
+pub struct ShownInvitation {
+    pub invitation: NewInvitation,
+    /// Milliseconds since the epoch: a request received after this used it
+    /// (the page shows one invitation at a time).
+    pub minted_at: i64,
+}
+
 /// One signed-in browser.
 pub struct Session {
     pub user: SignedInUser,
     created: Instant,
     last_seen: Mutex<Instant>,
-    /// The patient's current invitation, shown until it expires or the
-    /// patient asks for a new one.
-    pub invitation: Mutex<Option<NewInvitation>>,
+    /// The patient's current invitation, shown until it is used, expires,
+    /// or the patient asks for a new one.
+    pub invitation: Mutex<Option<ShownInvitation>>,
     /// A message for the next page (after a redirect).
     notice: Mutex<Option<String>>,
 }

@@ -619,13 +619,13 @@ impl Fake {
             role: role.to_owned(),
             duration_ms: 7 * 86_400_000,
             code_hash: [0; 32],
+            requester_cert_sha256: None,
             attempts: 0,
             state: store::RequestState::Pending,
             created_at: now_ms(),
             expires_at: now_ms() + 600_000,
             decided_at: None,
             idempotency_key: id.to_string(),
-            requester_cert_sha256: None,
         });
         id
     }
@@ -1332,6 +1332,8 @@ async fn patient_approves_with_the_code_after_a_wrong_one_and_revokes() {
 
     let id = fake.add_pending("<b>dr</b>@s2.test", "contributor");
     let page = b.get("/federation/patient").await;
+    assert!(page.body.contains("Your code was used"), "single use");
+    assert!(!page.body.contains("invitation=TOKEN1"));
     assert!(
         !page.body.contains("http-equiv=\"refresh\""),
         "no reload while typing"

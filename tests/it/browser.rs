@@ -11,26 +11,24 @@
 //! `HttpOnly; SameSite=Strict` cookie, applies the CSP without blocking
 //! the inline style or the forms, and that a typed code goes through.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioIo;
 use mdgate::federation::access::{AccessError, DoctorRequest, NewInvitation, PatientOverview};
 use mdgate::policy::{Role, RouteId};
-use mdgate::proxy::ConnInfo;
 use mdgate::store;
 use mdgate::upstream::{
     self, NewQuestion, Secret, SessionCookie, SignInError, SignedInUser, UpstreamId,
 };
 use mdgate::web::{Backend, Web};
-use tokio::net::TcpListener;
 use uuid::Uuid;
+
+use crate::web::{pages_base, serve_pages};
+use mdgate::demo::testbed::{Site, Testbed};
 
 /// Where Debian puts the driver.
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -490,49 +488,15 @@ impl Scripted {
             role: "contributor".to_owned(),
             duration_ms: 86_400_000,
             code_hash: [0; 32],
+            requester_cert_sha256: None,
             attempts: 0,
             state: store::RequestState::Pending,
             created_at: now_ms(),
             expires_at: now_ms() + 600_000,
             decided_at: None,
             idempotency_key: id.to_string(),
-            requester_cert_sha256: None,
         });
     }
-}
-
-/// Serves `web` alone over plain HTTP on loopback (as a public listener
-/// with `plain_http` would).
-async fn serve_pages(web: Arc<Web>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, client)) = listener.accept().await else {
-                return;
-            };
-            let web = web.clone();
-            tokio::spawn(async move {
-                let conn = ConnInfo {
-                    listener: "public",
-                    client,
-                    tls: false,
-                    sni: None,
-                    peer: None,
-                    framing_violation: OnceLock::new(),
-                };
-                let service = hyper::service::service_fn(move |req| {
-                    let web = web.clone();
-                    let conn = conn.clone();
-                    async move { Ok::<_, Infallible>(web.handle(&conn, req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -579,4 +543,87 @@ async fn browser_pages_with_a_scripted_flow() {
     .await;
     assert_eq!(code, CODE);
     b.close().await;
+}
+
+// ------------------------------------------- the real flow, two servers
+
+/// Both journeys on two complete servers (`mdgate::demo::testbed`): the
+/// patient on `one` shows the QR text, the doctor on `two` pastes it and
+/// gets the code, the patient types it, the doctor reads, the patient
+/// revokes and the doctor's next read is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_real_flow_across_two_servers() {
+    if !browser_available("browser_real_flow_across_two_servers") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bed = Testbed::start(dir.path(), &["one", "two"], "")
+        .await
+        .unwrap_or_else(|e| panic!("testbed: {e}"));
+    let (one, two) = (&bed.sites[0], &bed.sites[1]);
+    // By name, so each site keeps its own cookies (cookies ignore ports).
+    let (base1, base2) = (pages_base(one).await, pages_base(two).await);
+    let by_name = |site: &Site, base: &str| base.replace("127.0.0.1", &site.fqdn);
+    let (url1, url2) = (by_name(one, &base1), by_name(two, &base2));
+    let url = |s: &Site| {
+        if s.fqdn == one.fqdn {
+            url1.clone()
+        } else {
+            url2.clone()
+        }
+    };
+    let b = Browser::start(&[&one.fqdn, &two.fqdn]).await;
+
+    sign_in(
+        &b,
+        &url(one),
+        &one.patient.username,
+        &one.patient.password,
+        "/federation/patient",
+    )
+    .await;
+    let payload = b.text("#payload").await;
+    assert!(payload.starts_with("mdgate:"), "{payload}");
+
+    sign_in(
+        &b,
+        &url(two),
+        &two.doctor.username,
+        &two.doctor.password,
+        "/federation/doctor",
+    )
+    .await;
+    let code = doctor_requests_and_reads_code(&b, &payload).await;
+    let request_page = b.client.current_url().await.unwrap().to_string();
+
+    b.goto(&format!("{}/federation/patient", url(one))).await;
+    let doctor = format!("{}@{}", two.doctor.username, two.fqdn);
+    patient_approves(&b, &doctor, &code).await;
+
+    // The doctor's page learns of the grant and reads the record.
+    b.goto(&request_page).await;
+    b.reload_until("/record/profile", Duration::from_secs(30))
+        .await;
+    b.shot("doctor-approved").await;
+    b.click("a[href$='/record/record']").await;
+    b.wait_for("dl").await;
+    assert!(b.source().await.contains("<dt>Name</dt>"));
+    b.shot("doctor-record").await;
+    b.click("a[href$='/record/vitals']").await;
+    b.wait_for("h1").await;
+    assert_eq!(b.text("h1").await, "Vital signs");
+
+    // The patient revokes; the doctor's next read is refused.
+    b.goto(&format!("{}/federation/patient", url(one))).await;
+    patient_revokes(&b).await;
+    assert!(
+        b.source().await.contains("revoked the access of"),
+        "the access log"
+    );
+    b.goto(&format!("{request_page}/record/vitals")).await;
+    b.wait_for("h1").await;
+    assert_ne!(b.text("h1").await, "Vital signs", "{}", b.source().await);
+    b.shot("doctor-refused").await;
+    b.close().await;
+    bed.shutdown().await;
 }

@@ -8,11 +8,58 @@
 //! header, as a browser sends them; `browser` drives a real one.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use hyper_util::rt::TokioIo;
 use mdgate::demo::testbed::{Login, Site, Testbed};
+use mdgate::proxy::ConnInfo;
+use mdgate::web::Web;
 use reqwest::header::{self, HeaderMap};
 use reqwest::{Method, StatusCode};
+use tokio::net::TcpListener;
+
+/// Serves `web` alone over plain HTTP on loopback (as a public listener
+/// with `plain_http` would).
+pub async fn serve_pages(web: Arc<Web>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, client)) = listener.accept().await else {
+                return;
+            };
+            let web = web.clone();
+            tokio::spawn(async move {
+                let conn = ConnInfo {
+                    listener: "public",
+                    client,
+                    tls: false,
+                    sni: None,
+                    peer: None,
+                    framing_violation: OnceLock::new(),
+                };
+                let service = hyper::service::service_fn(move |req| {
+                    let web = web.clone();
+                    let conn = conn.clone();
+                    async move { Ok::<_, Infallible>(web.handle(&conn, req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// The base URL of `site`'s pages: its public listener, which hands
+/// `/federation/` and WebFinger to the pages.
+pub async fn pages_base(site: &Site) -> String {
+    site.public_url()
+}
 
 /// One browser's worth of state against one site's public listener.
 struct Visitor {
@@ -80,8 +127,8 @@ fn encode(fields: &[(&str, &str)]) -> String {
 }
 
 impl Visitor {
-    fn new(site: &Site) -> Visitor {
-        let base = site.public_url();
+    fn new(base: &str) -> Visitor {
+        let base = base.to_owned();
         Visitor {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -169,8 +216,9 @@ async fn testbed(names: &[&str]) -> (tempfile::TempDir, Testbed) {
 async fn pages_sign_in_wrong_and_right() {
     let (_dir, bed) = testbed(&["one"]).await;
     let one = &bed.sites[0];
+    let base = pages_base(one).await;
 
-    let mut v = Visitor::new(one);
+    let mut v = Visitor::new(&base);
     let wrong = v
         .sign_in(&Login {
             username: one.patient.username.clone(),
@@ -206,7 +254,7 @@ async fn pages_sign_in_wrong_and_right() {
         "security headers"
     );
 
-    let mut d = Visitor::new(one);
+    let mut d = Visitor::new(&base);
     let ok = d.sign_in(&one.doctor).await;
     assert_eq!(ok.location(), "/federation/doctor");
     let page = d.get("/federation/doctor").await;
@@ -215,7 +263,7 @@ async fn pages_sign_in_wrong_and_right() {
     // access.md down: a clear page, not an error dump.
     let mut bed = bed;
     bed.sites[0].stop_upstream().await;
-    let mut late = Visitor::new(&bed.sites[0]);
+    let mut late = Visitor::new(&base);
     let down = late.sign_in(&bed.sites[0].patient).await;
     assert_eq!(
         down.status,
@@ -231,7 +279,7 @@ async fn pages_sign_in_wrong_and_right() {
 async fn pages_refuse_forged_forms() {
     let (_dir, bed) = testbed(&["one"]).await;
     let one = &bed.sites[0];
-    let mut v = Visitor::new(one);
+    let mut v = Visitor::new(&pages_base(one).await);
     assert_eq!(v.sign_in(&one.patient).await.status, StatusCode::SEE_OTHER);
     let csrf = v.get("/federation/patient").await.csrf();
 
@@ -327,8 +375,8 @@ async fn pending_request(patient: &mut Visitor, doctor_name: &str) -> (Answer, S
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patient_approves_with_the_code_and_revokes_through_the_pages() {
     let (_dir, bed) = testbed(&["one", "two"]).await;
-    let mut patient = Visitor::new(&bed.sites[0]);
-    let mut doctor = Visitor::new(&bed.sites[1]);
+    let mut patient = Visitor::new(&pages_base(&bed.sites[0]).await);
+    let mut doctor = Visitor::new(&pages_base(&bed.sites[1]).await);
     assert_eq!(
         patient.sign_in(&bed.sites[0].patient).await.status,
         StatusCode::SEE_OTHER
@@ -339,10 +387,14 @@ async fn patient_approves_with_the_code_and_revokes_through_the_pages() {
     );
     let doctor_name = format!("{}@{}", bed.sites[1].doctor.username, bed.sites[1].fqdn);
 
+    let first = patient.get("/federation/patient").await;
+    let payload = first.element_text("id=\"payload\">");
     let (request_path, code) = doctor_asks(&mut patient, &mut doctor, "contributor").await;
     let (page, approve) = pending_request(&mut patient, &doctor_name).await;
     let csrf = page.csrf();
     assert!(page.body.contains("Requests waiting for you (1)"));
+    assert!(page.body.contains("Your code was used"), "single use");
+    assert!(!page.body.contains(&payload));
 
     // A wrong code: the page says how many tries are left.
     let wrong = patient
@@ -435,9 +487,11 @@ async fn patient_approves_with_the_code_and_revokes_through_the_pages() {
     let refused = doctor.get(&format!("{request_path}/record/vitals")).await;
     assert_ne!(refused.status, StatusCode::OK, "{}", refused.body);
 
+    // The used code is never shown again (this session made a new one).
+    assert!(!page.body.contains(&payload));
+
     // WebFinger knows the patient.
-    let address = page.element_text("id=\"payload\">");
-    let address = address
+    let address = payload
         .trim_start_matches("mdgate:")
         .split('?')
         .next()
