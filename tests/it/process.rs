@@ -424,20 +424,20 @@ async fn systemd_is_told_ready_reloading_and_stopping() {
         &[("NOTIFY_SOCKET", path.to_str().unwrap())],
     )
     .await;
-    async fn recv(sock: &UnixDatagram) -> String {
+    async fn recv(sock: &UnixDatagram, proc: &Proc) -> String {
         let mut buf = [0u8; 256];
-        let n = tokio::time::timeout(Duration::from_secs(30), sock.recv(&mut buf))
-            .await
-            .expect("a notification within 30 s")
-            .unwrap();
+        let n = match tokio::time::timeout(Duration::from_secs(30), sock.recv(&mut buf)).await {
+            Ok(n) => n.unwrap(),
+            Err(_) => panic!("no notification within 30 s; log:\n{}", proc.log_text()),
+        };
         String::from_utf8_lossy(&buf[..n]).trim().to_owned()
     }
-    assert_eq!(recv(&sock).await, "READY=1");
+    assert_eq!(recv(&sock, &proc).await, "READY=1");
     proc.signal("HUP");
-    assert_eq!(recv(&sock).await, "RELOADING=1");
-    assert_eq!(recv(&sock).await, "READY=1");
+    assert_eq!(recv(&sock, &proc).await, "RELOADING=1");
+    assert_eq!(recv(&sock, &proc).await, "READY=1");
     proc.signal("TERM");
-    assert_eq!(recv(&sock).await, "STOPPING=1");
+    assert_eq!(recv(&sock, &proc).await, "STOPPING=1");
     let (code, _) = proc.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(code, Some(0));
 }
