@@ -212,6 +212,32 @@ async fn request_approve_read_ask_revoke_across_two_servers() {
             .unwrap()
             .expect("audit chain intact");
     }
+    // ...and fail after a row is altered (server1) or removed (server2), as
+    // someone holding the database file could.
+    let db = |site: &Site| site.dir.join("mdgate.db");
+    crate::audit::tamper(
+        &db(one),
+        &[
+            "DROP TRIGGER audit_log_no_update",
+            r#"UPDATE audit_log SET detail = '{"route":"profile"}' WHERE seq = 3"#,
+        ],
+    )
+    .await;
+    crate::audit::tamper(
+        &db(two),
+        &[
+            "DROP TRIGGER audit_log_no_delete",
+            "DELETE FROM audit_log WHERE seq = 2",
+        ],
+    )
+    .await;
+    for site in [one, two] {
+        let store = mdgate::store::open(&mdgate::config::load(&site.config_path).unwrap().store)
+            .await
+            .unwrap();
+        let verdict = store.verify_audit(None).await.unwrap();
+        assert!(verdict.is_err(), "{}: tampering not detected", site.fqdn);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -640,4 +666,77 @@ async fn upstream_restart_is_transparent_and_upstream_down_changes_nothing() {
             .state,
         "approved"
     );
+}
+
+/// A webhook receiver on loopback: every JSON body POSTed to it.
+async fn hook_receiver() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use http_body_util::BodyExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let sink = sink.clone();
+                        async move {
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            if let Ok(v) = serde_json::from_slice(&body) {
+                                sink.lock().unwrap().push(v);
+                            }
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                            ))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_hears_of_requests_grants_and_revocations_without_secrets() {
+    let (addr, seen) = hook_receiver().await;
+    let (_dir, bed) = two_sites(&format!(
+        "\n[notify]\nwebhook_url = \"http://{addr}/hook\"\n"
+    ))
+    .await;
+    let (patient, _doctor, request, grant) =
+        granted(&bed, Role::Viewer, Duration::from_secs(600)).await;
+    access(&bed.sites[0])
+        .revoke(&patient, grant.id)
+        .await
+        .unwrap();
+    let token = held_token(&bed.sites[1], request).await;
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        events = seen.lock().unwrap().clone();
+        if events.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    for k in ["access.requested", "access.granted", "access.revoked"] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+    let text = serde_json::to_string(&events).unwrap();
+    let address = format!("{}@{}", grant.patient, bed.sites[0].fqdn);
+    assert!(text.contains(&address), "{text}");
+    assert!(!text.contains(&token), "the token reached the webhook");
+    assert!(!text.contains("eyJ"), "a token reached the webhook: {text}");
+    assert!(!text.contains("invitation"), "{text}");
 }

@@ -85,7 +85,7 @@ fn audit(config: &Path, args: &[&str]) -> (i32, String, String) {
 }
 
 /// Changes the file behind mdgate's back.
-async fn tamper(db: &Path, statements: &[&str]) {
+pub async fn tamper(db: &Path, statements: &[&str]) {
     let mut conn = SqliteConnectOptions::new()
         .filename(db)
         .connect()
