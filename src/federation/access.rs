@@ -175,10 +175,26 @@ impl AccessError {
                  please try again in a minute."
                     .to_owned()
             }
-            AccessError::Peer { reason } => format!(
-                "The other server could not complete this ({reason}). Nothing was changed \
-                 here; please try again later."
-            ),
+            AccessError::Peer { reason } => match reason.as_str() {
+                "invitation_invalid" => "The patient's QR code was already used or has \
+                    expired. Ask the patient to show a new one."
+                    .to_owned(),
+                "unknown_patient" => "The patient's server does not know this patient. \
+                    Check the QR code with the patient."
+                    .to_owned(),
+                "patient_moved" => "This patient has moved to another server. Ask the \
+                    patient for their new QR code."
+                    .to_owned(),
+                "upstream_unavailable" | "patient_unreachable" => "The patient's record \
+                    server is not answering right now. Please try again in a minute."
+                    .to_owned(),
+                "grant_revoked" => "The patient has revoked this access.".to_owned(),
+                "grant_expired" | "token_expired" => "This access has expired.".to_owned(),
+                _ => format!(
+                    "The other server could not complete this ({reason}). Nothing was \
+                     changed here; please try again later."
+                ),
+            },
             AccessError::Internal => {
                 "Something went wrong on this server. Nothing was changed; please try again."
                     .to_owned()
