@@ -114,6 +114,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Appends an entry at the head of the chain, in its own transaction.
     fn append_audit(&self, record: AuditRecord) -> StoreFuture<'_, AuditEntry>;
 
+    /// Appends entries in order at the head of the chain, all in one
+    /// transaction (one commit, one fsync): all are durable or none.
+    fn append_audit_batch(&self, records: Vec<AuditRecord>) -> StoreFuture<'_, Vec<AuditEntry>>;
+
     /// Entries with `seq >= from_seq`, ascending, at most `limit` (capped at
     /// [`MAX_PAGE`]).
     fn audit_entries(&self, from_seq: i64, limit: u32) -> StoreFuture<'_, Vec<AuditEntry>>;

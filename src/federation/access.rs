@@ -30,11 +30,13 @@ use crate::store::{
 };
 use crate::upstream::{self, LinkError, Secret, SignInError, SignedInUser, UpstreamError};
 
+mod auditor;
 pub mod code;
 mod grants;
 pub mod peer;
 pub mod wire;
 
+pub use auditor::{AuditError, Auditor};
 pub use grants::{GrantCache, LiveGrant};
 pub use peer::{send as peer_send, PeerError};
 
@@ -248,6 +250,8 @@ pub struct Access {
 struct Inner {
     parts: AccessParts,
     grants: GrantCache,
+    /// Group commit of the data path's audit entries.
+    auditor: Auditor,
     /// Wakes the outbox worker when a message was queued.
     kick: tokio::sync::Notify,
 }
@@ -301,10 +305,13 @@ fn audit(kind: &str, actor: &str, patient: Option<Uuid>, detail: serde_json::Val
 }
 
 impl Access {
+    /// Must be called within a Tokio runtime (the audit writer starts on it).
     pub fn new(parts: AccessParts) -> Access {
+        let auditor = Auditor::start(parts.store.clone());
         Access {
             inner: Arc::new(Inner {
                 parts,
+                auditor,
                 grants: GrantCache::new(100_000),
                 kick: tokio::sync::Notify::new(),
             }),
@@ -322,6 +329,10 @@ impl Access {
 
     pub(crate) fn store(&self) -> &dyn Store {
         &*self.inner.parts.store
+    }
+
+    pub(crate) fn auditor(&self) -> &Auditor {
+        &self.inner.auditor
     }
 
     pub(crate) fn grants(&self) -> &GrantCache {

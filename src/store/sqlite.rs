@@ -774,6 +774,18 @@ impl Store for SqliteStore {
         })
     }
 
+    fn append_audit_batch(&self, records: Vec<AuditRecord>) -> StoreFuture<'_, Vec<AuditEntry>> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            let mut entries = Vec::with_capacity(records.len());
+            for record in &records {
+                entries.push(append_audit_in(&mut tx, record).await?);
+            }
+            tx.commit().await?;
+            Ok(entries)
+        })
+    }
+
     fn audit_entries(&self, from_seq: i64, limit: u32) -> StoreFuture<'_, Vec<AuditEntry>> {
         Box::pin(async move {
             sqlx::query(concat!(

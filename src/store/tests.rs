@@ -1229,3 +1229,26 @@ async fn corrupt_values_are_reported_as_corrupt() {
         .unwrap();
     assert_eq!(rows.get::<i64, _>("n"), 1);
 }
+
+#[tokio::test]
+async fn a_batch_of_audit_entries_commits_together_and_chains() {
+    let (_dir, _path, store) = fresh().await;
+    store.append_audit(audit(1, None)).await.unwrap();
+    let batch = store
+        .append_audit_batch(vec![audit(2, None), audit(3, None), audit(4, None)])
+        .await
+        .unwrap();
+    let seqs: Vec<i64> = batch.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![2, 3, 4]);
+    assert_eq!(batch[1].prev_hash, batch[0].hash);
+    store
+        .verify_audit(None)
+        .await
+        .unwrap()
+        .expect("chain intact");
+    assert!(store
+        .append_audit_batch(Vec::new())
+        .await
+        .unwrap()
+        .is_empty());
+}

@@ -425,8 +425,8 @@ pub async fn data(
         "record.question"
     };
     access
-        .store()
-        .append_audit(audit(
+        .auditor()
+        .append(audit(
             kind,
             &live.grant.doctor,
             Some(live.grant.patient),
@@ -434,7 +434,10 @@ pub async fn data(
                 "status": reply.status().as_u16()}),
         ))
         .await
-        .map_err(store_failed("cannot write the audit entry"))?;
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot write the audit entry");
+            PeerError::internal()
+        })?;
     Ok((
         reply.status(),
         reply.content_type().cloned(),
