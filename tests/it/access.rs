@@ -740,3 +740,54 @@ async fn the_webhook_hears_of_requests_grants_and_revocations_without_secrets() 
     assert!(!text.contains("eyJ"), "a token reached the webhook: {text}");
     assert!(!text.contains("invitation"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecided_request_expires_on_both_sides() {
+    let (_dir, bed) = two_sites("\n[access]\ncode_ttl = \"1s\"\n").await;
+    let (one, two) = (&bed.sites[0], &bed.sites[1]);
+    let patient = sign_in(one, &one.patient).await;
+    let invitation = access(one).new_invitation(&patient).await.unwrap();
+    let doctor = sign_in(two, &two.doctor).await;
+    let req = access(two)
+        .start_request(
+            &doctor,
+            &invitation.payload,
+            Role::Viewer,
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+    let code = req.code.clone().unwrap();
+    let pending = access(one)
+        .patient_overview(&patient)
+        .await
+        .unwrap()
+        .pending[0]
+        .id;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Nobody decided: server1's sweeper closed it and told server2.
+    wait_state(two, &doctor, req.id, "expired").await;
+    let e = access(one)
+        .approve(&patient, pending, &code, None, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, AccessError::Closed { state: "expired" }),
+        "{e:?}"
+    );
+    assert!(access(one)
+        .patient_overview(&patient)
+        .await
+        .unwrap()
+        .pending
+        .is_empty());
+    let code_after = access(two)
+        .doctor_request(&doctor, req.id)
+        .await
+        .unwrap()
+        .code;
+    assert_eq!(
+        code_after, None,
+        "the code is forgotten once the request ended"
+    );
+}
