@@ -791,3 +791,78 @@ async fn an_undecided_request_expires_on_both_sides() {
         "the code is forgotten once the request ended"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_patient_can_lower_the_role_and_shorten_the_time_but_not_raise_them() {
+    let (_dir, bed) = two_sites("").await;
+    let (one, two) = (&bed.sites[0], &bed.sites[1]);
+    let patient = sign_in(one, &one.patient).await;
+    let invitation = access(one).new_invitation(&patient).await.unwrap();
+    let doctor = sign_in(two, &two.doctor).await;
+    let req = access(two)
+        .start_request(
+            &doctor,
+            &invitation.payload,
+            Role::Contributor,
+            Duration::from_secs(7200),
+        )
+        .await
+        .unwrap();
+    let code = req.code.clone().unwrap();
+    let pending = access(one)
+        .patient_overview(&patient)
+        .await
+        .unwrap()
+        .pending[0]
+        .id;
+    let e = access(one)
+        .approve(
+            &patient,
+            pending,
+            &code,
+            None,
+            Some(Duration::from_secs(7201)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AccessError::BadInput(_)), "{e:?}");
+    let grant = access(one)
+        .approve(
+            &patient,
+            pending,
+            &code,
+            Some(Role::Viewer),
+            Some(Duration::from_secs(600)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(grant.role, "viewer");
+    assert!(grant.expires_at - grant.not_before <= 600_000);
+    wait_state(two, &doctor, req.id, "approved").await;
+    let seen = access(two).doctor_request(&doctor, req.id).await.unwrap();
+    assert_eq!(seen.granted_role, Some(Role::Viewer));
+    // A viewer cannot ask questions, on either side.
+    let question = mdgate::upstream::NewQuestion {
+        question: "Q?".into(),
+        kind: Some(mdgate::upstream::QuestionType::Text),
+        recurring: false,
+        start_date: None,
+        end_date: None,
+        recurrence: Vec::new(),
+    };
+    let e = access(two)
+        .remote_ask(&doctor, req.id, &question)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AccessError::BadInput(_)), "{e:?}");
+    let token = held_token(two, req.id).await;
+    let (status, body) = raw_read(
+        two,
+        one,
+        http::Method::POST,
+        &RouteId::AskQuestion.federation_path(&grant.patient),
+        &token,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+}
