@@ -293,7 +293,12 @@ impl rustls::client::ClientSessionStore for TicketPool {
         None
     }
 
-    fn set_tls12_session(&self, _: ServerName<'static>, _: rustls::client::Tls12ClientSessionValue) {}
+    fn set_tls12_session(
+        &self,
+        _: ServerName<'static>,
+        _: rustls::client::Tls12ClientSessionValue,
+    ) {
+    }
 
     fn tls12_session(&self, _: &ServerName<'_>) -> Option<rustls::client::Tls12ClientSessionValue> {
         None
@@ -301,7 +306,11 @@ impl rustls::client::ClientSessionStore for TicketPool {
 
     fn remove_tls12_session(&self, _: &ServerName<'static>) {}
 
-    fn insert_tls13_ticket(&self, _: ServerName<'static>, value: rustls::client::Tls13ClientSessionValue) {
+    fn insert_tls13_ticket(
+        &self,
+        _: ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
         self.given.fetch_add(1, Ordering::Relaxed);
         let mut t = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
         if t.len() == TICKET_POOL_MAX {
@@ -310,8 +319,15 @@ impl rustls::client::ClientSessionStore for TicketPool {
         t.push_back(value);
     }
 
-    fn take_tls13_ticket(&self, _: &ServerName<'static>) -> Option<rustls::client::Tls13ClientSessionValue> {
-        let got = self.tickets.lock().unwrap_or_else(|e| e.into_inner()).pop_back();
+    fn take_tls13_ticket(
+        &self,
+        _: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        let got = self
+            .tickets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_back();
         match got {
             Some(_) => self.taken.fetch_add(1, Ordering::Relaxed),
             None => self.missed.fetch_add(1, Ordering::Relaxed),
@@ -361,13 +377,20 @@ impl Tls {
 
     /// `resume`: keep session tickets (a fresh cache, so nothing carries
     /// over from another target); `checked`: verify the server fully.
-    fn config(&self, resume: Option<Arc<TicketPool>>, checked: bool, unknown: bool) -> anyhow::Result<Arc<ClientConfig>> {
+    fn config(
+        &self,
+        resume: Option<Arc<TicketPool>>,
+        checked: bool,
+        unknown: bool,
+    ) -> anyhow::Result<Arc<ClientConfig>> {
         let builder = ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?;
         let builder = if checked {
-            let verifier =
-                WebPkiServerVerifier::builder_with_provider(self.roots.clone(), self.provider.clone())
-                    .build()?;
+            let verifier = WebPkiServerVerifier::builder_with_provider(
+                self.roots.clone(),
+                self.provider.clone(),
+            )
+            .build()?;
             builder.with_webpki_verifier(verifier)
         } else {
             builder
@@ -413,12 +436,21 @@ impl Fail {
             Fail::Timeout => "timeout",
         }
     }
-    const ALL: [Fail; 5] = [Fail::Connect, Fail::Handshake, Fail::Closed, Fail::Status, Fail::Timeout];
+    const ALL: [Fail; 5] = [
+        Fail::Connect,
+        Fail::Handshake,
+        Fail::Closed,
+        Fail::Status,
+        Fail::Timeout,
+    ];
 }
 
 /// Reads one HTTP/1.1 response with a Content-Length body into `buf`;
 /// returns the status and the body.
-async fn read_response<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Result<(u16, std::ops::Range<usize>), Fail> {
+async fn read_response<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut Vec<u8>,
+) -> Result<(u16, std::ops::Range<usize>), Fail> {
     buf.clear();
     let mut chunk = [0u8; 4096];
     loop {
@@ -436,7 +468,13 @@ async fn read_response<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Re
                     .headers
                     .iter()
                     .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
+                    .and_then(|h| {
+                        std::str::from_utf8(h.value)
+                            .ok()?
+                            .trim()
+                            .parse::<usize>()
+                            .ok()
+                    })
                     .ok_or(Fail::Status)?;
                 while buf.len() < head + len {
                     let n = s.read(&mut chunk).await.map_err(|_| Fail::Closed)?;
@@ -673,7 +711,11 @@ fn proc_ticks(pid: u32) -> u64 {
         return 0;
     };
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let get = |i: usize| f.get(i - 3).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    let get = |i: usize| {
+        f.get(i - 3)
+            .and_then(|x| x.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     get(14) + get(15)
 }
 
@@ -686,7 +728,11 @@ fn proc_tree(pid: u32) -> Vec<u32> {
         if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
             for t in tasks.flatten() {
                 if let Ok(children) = std::fs::read_to_string(t.path().join("children")) {
-                    out.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+                    out.extend(
+                        children
+                            .split_whitespace()
+                            .filter_map(|c| c.parse::<u32>().ok()),
+                    );
                 }
             }
         }
@@ -698,7 +744,9 @@ fn proc_tree(pid: u32) -> Vec<u32> {
 /// mdgate's counters that tell whether the DNS check stayed cached.
 async fn mdgate_counters(admin: SocketAddr) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
-    let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(admin)).await else {
+    let Ok(Ok(mut s)) =
+        tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(admin)).await
+    else {
         return out;
     };
     let req = format!("GET /metrics HTTP/1.0\r\nHost: {admin}\r\n\r\n");
@@ -719,7 +767,12 @@ async fn mdgate_counters(admin: SocketAddr) -> BTreeMap<String, f64> {
         let Ok(value) = value.parse::<f64>() else {
             continue;
         };
-        let wanted = ["mdgate_dns_cache_total", "mdgate_dns_lookups_total", "mdgate_peer_key_refusals_total", "mdgate_tls_handshake_failures_total"];
+        let wanted = [
+            "mdgate_dns_cache_total",
+            "mdgate_dns_lookups_total",
+            "mdgate_peer_key_refusals_total",
+            "mdgate_tls_handshake_failures_total",
+        ];
         if wanted.iter().any(|w| key.starts_with(w)) {
             *out.entry(key.to_owned()).or_insert(0.0) += value;
         }
@@ -740,7 +793,12 @@ struct Snapshot {
     metrics: BTreeMap<String, f64>,
 }
 
-async fn snapshot(c: &Counters, args: &RunArgs, target: &Target, pids: &[u32]) -> anyhow::Result<Snapshot> {
+async fn snapshot(
+    c: &Counters,
+    args: &RunArgs,
+    target: &Target,
+    pids: &[u32],
+) -> anyhow::Result<Snapshot> {
     let metrics = match target.admin {
         Some(a) => mdgate_counters(a).await,
         None => BTreeMap::new(),
@@ -765,7 +823,8 @@ async fn wait_quiet(args: &RunArgs) -> anyhow::Result<f64> {
         let (s0, l0) = (core_ticks(args.server_cpu)?, core_ticks(args.loadgen_cpu)?);
         tokio::time::sleep(Duration::from_secs(1)).await;
         let (s1, l1) = (core_ticks(args.server_cpu)?, core_ticks(args.loadgen_cpu)?);
-        let busy = |a: (u64, u64), b: (u64, u64)| 100.0 * (b.0 - a.0) as f64 / ((b.1 - a.1).max(1)) as f64;
+        let busy =
+            |a: (u64, u64), b: (u64, u64)| 100.0 * (b.0 - a.0) as f64 / ((b.1 - a.1).max(1)) as f64;
         let worst = busy(s0, s1).max(busy(l0, l1));
         if worst < args.quiet_busy || start.elapsed().as_secs_f64() > args.quiet_max {
             return Ok(worst);
@@ -774,7 +833,12 @@ async fn wait_quiet(args: &RunArgs) -> anyhow::Result<f64> {
 }
 
 /// One attempt of one phase against one target.
-async fn attempt(args: &RunArgs, tls: &Tls, target: &Target, phase: Phase) -> anyhow::Result<Value> {
+async fn attempt(
+    args: &RunArgs,
+    tls: &Tls,
+    target: &Target,
+    phase: Phase,
+) -> anyhow::Result<Value> {
     let duration = match phase {
         Phase::UnknownKey => args.unknown_duration,
         _ => args.duration,
@@ -787,11 +851,22 @@ async fn attempt(args: &RunArgs, tls: &Tls, target: &Target, phase: Phase) -> an
     };
     let connector = TlsConnector::from(config);
     let name = ServerName::try_from(args.sni.clone())?;
-    let close = if phase == Phase::KeepAlive { "" } else { "Connection: close\r\n" };
-    let request: Arc<[u8]> = format!("GET {} HTTP/1.1\r\nHost: {}\r\n{close}\r\n", args.path, args.sni)
-        .into_bytes()
-        .into();
-    let conns = if phase == Phase::KeepAlive { args.ka_conns } else { args.conns };
+    let close = if phase == Phase::KeepAlive {
+        ""
+    } else {
+        "Connection: close\r\n"
+    };
+    let request: Arc<[u8]> = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\n{close}\r\n",
+        args.path, args.sni
+    )
+    .into_bytes()
+    .into();
+    let conns = if phase == Phase::KeepAlive {
+        args.ka_conns
+    } else {
+        args.conns
+    };
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
     let pids = proc_tree(target.pid);
@@ -799,11 +874,31 @@ async fn attempt(args: &RunArgs, tls: &Tls, target: &Target, phase: Phase) -> an
 
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..conns {
-        let (connector, name, request, counters, stop) = (connector.clone(), name.clone(), request.clone(), counters.clone(), stop.clone());
+        let (connector, name, request, counters, stop) = (
+            connector.clone(),
+            name.clone(),
+            request.clone(),
+            counters.clone(),
+            stop.clone(),
+        );
         if phase == Phase::KeepAlive {
-            tasks.spawn(keepalive_loop(connector, target.addr, name, request, counters, stop));
+            tasks.spawn(keepalive_loop(
+                connector,
+                target.addr,
+                name,
+                request,
+                counters,
+                stop,
+            ));
         } else {
-            tasks.spawn(connect_loop(connector, target.addr, name, request, counters, stop));
+            tasks.spawn(connect_loop(
+                connector,
+                target.addr,
+                name,
+                request,
+                counters,
+                stop,
+            ));
         }
     }
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
@@ -811,9 +906,11 @@ async fn attempt(args: &RunArgs, tls: &Tls, target: &Target, phase: Phase) -> an
     tokio::time::sleep(Duration::from_secs_f64(duration)).await;
     let b = snapshot(&counters, args, target, &pids).await?;
     stop.store(true, Ordering::Relaxed);
-    if tokio::time::timeout(Duration::from_secs(6), async { while tasks.join_next().await.is_some() {} })
-        .await
-        .is_err()
+    if tokio::time::timeout(Duration::from_secs(6), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
     {
         tasks.abort_all();
     }
@@ -829,8 +926,13 @@ async fn attempt(args: &RunArgs, tls: &Tls, target: &Target, phase: Phase) -> an
         .collect();
     let failed: u64 = fails.values().sum();
     // The unknown-key phase counts refusals: that is its operation.
-    let ops = if phase == Phase::UnknownKey { failed } else { ok };
-    let pct = |d: (u64, u64), e: (u64, u64)| 100.0 * (e.0 - d.0) as f64 / ((e.1 - d.1).max(1)) as f64;
+    let ops = if phase == Phase::UnknownKey {
+        failed
+    } else {
+        ok
+    };
+    let pct =
+        |d: (u64, u64), e: (u64, u64)| 100.0 * (e.0 - d.0) as f64 / ((e.1 - d.1).max(1)) as f64;
     let server_busy = pct(a.server, b.server);
     let loadgen_busy = pct(a.loadgen, b.loadgen);
     let server_cpu = (b.server_procs - a.server_procs) as f64 * TICK;
@@ -872,7 +974,13 @@ async fn attempt(args: &RunArgs, tls: &Tls, target: &Target, phase: Phase) -> an
 }
 
 /// Runs a phase up to `retries` more times while others used the cores.
-async fn measured(args: &RunArgs, tls: &Tls, target: &Target, phase: Phase, log: &mut Vec<Value>) -> anyhow::Result<Value> {
+async fn measured(
+    args: &RunArgs,
+    tls: &Tls,
+    target: &Target,
+    phase: Phase,
+    log: &mut Vec<Value>,
+) -> anyhow::Result<Value> {
     let mut last = Value::Null;
     for i in 0..=args.retries {
         let mut r = attempt(args, tls, target, phase).await?;
@@ -906,19 +1014,36 @@ async fn measured(args: &RunArgs, tls: &Tls, target: &Target, phase: Phase, log:
 /// negotiated; with the unknown key against the DNS target, a refusal.
 async fn check_target(args: &RunArgs, tls: &Tls, target: &Target) -> anyhow::Result<Value> {
     let name = ServerName::try_from(args.sni.clone())?;
-    let request = format!("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", args.path, args.sni);
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        args.path, args.sni
+    );
     let mut buf = Vec::new();
     let connector = TlsConnector::from(tls.config(Some(Arc::default()), true, false)?);
     let detail = |d: Done| d.seen.expect("asked for detail");
-    let first = one_request(&connector, target.addr, &name, request.as_bytes(), &mut buf, true)
-        .await
-        .map(detail)
-        .map_err(|f| anyhow::anyhow!("{}: checked request failed: {}", target.name, f.as_str()))?;
+    let first = one_request(
+        &connector,
+        target.addr,
+        &name,
+        request.as_bytes(),
+        &mut buf,
+        true,
+    )
+    .await
+    .map(detail)
+    .map_err(|f| anyhow::anyhow!("{}: checked request failed: {}", target.name, f.as_str()))?;
     // The same config again: the ticket from the first connection resumes.
-    let second = one_request(&connector, target.addr, &name, request.as_bytes(), &mut buf, true)
-        .await
-        .map(detail)
-        .map_err(|f| anyhow::anyhow!("{}: resumed request failed: {}", target.name, f.as_str()))?;
+    let second = one_request(
+        &connector,
+        target.addr,
+        &name,
+        request.as_bytes(),
+        &mut buf,
+        true,
+    )
+    .await
+    .map(detail)
+    .map_err(|f| anyhow::anyhow!("{}: resumed request failed: {}", target.name, f.as_str()))?;
     let mut out = json!({
         "target": target.name,
         "version": first.version,
@@ -932,7 +1057,15 @@ async fn check_target(args: &RunArgs, tls: &Tls, target: &Target) -> anyhow::Res
     });
     if target.name == args.unknown_target && tls.unknown.is_some() {
         let connector = TlsConnector::from(tls.config(None, true, true)?);
-        let r = one_request(&connector, target.addr, &name, request.as_bytes(), &mut buf, false).await;
+        let r = one_request(
+            &connector,
+            target.addr,
+            &name,
+            request.as_bytes(),
+            &mut buf,
+            false,
+        )
+        .await;
         out["unknown_key"] = json!(match r {
             Ok(_) => "accepted".to_owned(),
             Err(f) => format!("refused ({})", f.as_str()),
@@ -945,8 +1078,16 @@ async fn check_target(args: &RunArgs, tls: &Tls, target: &Target) -> anyhow::Res
 // --- the run and the report ---------------------------------------------------
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let targets = args.targets.iter().map(|t| parse_target(t)).collect::<anyhow::Result<Vec<_>>>()?;
-    let phases = args.phases.split_whitespace().map(Phase::parse).collect::<anyhow::Result<Vec<_>>>()?;
+    let targets = args
+        .targets
+        .iter()
+        .map(|t| parse_target(t))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let phases = args
+        .phases
+        .split_whitespace()
+        .map(Phase::parse)
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let tls = Tls::load(&args)?;
     std::fs::create_dir_all(&args.out)?;
 
@@ -992,7 +1133,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "unknown_key": unknown,
         "attempts": attempts,
     });
-    std::fs::write(args.out.join("results.json"), serde_json::to_string_pretty(&all)?)?;
+    std::fs::write(
+        args.out.join("results.json"),
+        serde_json::to_string_pretty(&all)?,
+    )?;
     let md = report(&args, &targets, &phases, &all);
     std::fs::write(args.out.join("results.md"), &md)?;
     println!("{md}");
@@ -1060,12 +1204,20 @@ fn report(args: &RunArgs, targets: &[Target], phases: &[Phase], all: &Value) -> 
     };
     let med = |rs: &[&Value], k: &str| median(rs.iter().filter_map(|r| r[k].as_f64()).collect());
     let mut md = String::new();
-    let _ = writeln!(md, "# mTLS handshake benchmark ({} – {})\n", all["started"].as_str().unwrap_or(""), all["finished"].as_str().unwrap_or(""));
+    let _ = writeln!(
+        md,
+        "# mTLS handshake benchmark ({} – {})\n",
+        all["started"].as_str().unwrap_or(""),
+        all["finished"].as_str().unwrap_or("")
+    );
     if let Some(f) = all["facts"].as_str().filter(|f| !f.is_empty()) {
         let _ = writeln!(md, "```text\n{}\n```\n", f.trim_end());
     }
     let _ = writeln!(md, "What each target negotiated (one fully verified connection, then a second one with its ticket):\n");
-    let _ = writeln!(md, "| target | version | suite | group | ALPN | 1st / 2nd handshake | status | body |");
+    let _ = writeln!(
+        md,
+        "| target | version | suite | group | ALPN | 1st / 2nd handshake | status | body |"
+    );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
     for c in all["checks"].as_array().into_iter().flatten() {
         let _ = writeln!(
@@ -1082,21 +1234,58 @@ fn report(args: &RunArgs, targets: &[Target], phases: &[Phase], all: &Value) -> 
             c["body"].as_str().unwrap_or("")
         );
         if let Some(u) = c["unknown_key"].as_str() {
-            let _ = writeln!(md, "\n(unknown key against {}: {u})\n", c["target"].as_str().unwrap_or(""));
+            let _ = writeln!(
+                md,
+                "\n(unknown key against {}: {u})\n",
+                c["target"].as_str().unwrap_or("")
+            );
         }
     }
     let rounds = args.rounds;
     for phase in phases {
         let (title, unit) = match phase {
-            Phase::Full => (format!("Full handshakes: new connection, no resumption, one GET each ({} concurrent)", args.conns), "handshakes/s"),
-            Phase::Resumed => (format!("Resumed handshakes: TLS 1.3 tickets, one GET each ({} concurrent)", args.conns), "handshakes/s"),
-            Phase::KeepAlive => (format!("Requests on kept-alive connections ({} connections)", args.ka_conns), "req/s"),
+            Phase::Full => (
+                format!(
+                    "Full handshakes: new connection, no resumption, one GET each ({} concurrent)",
+                    args.conns
+                ),
+                "handshakes/s",
+            ),
+            Phase::Resumed => (
+                format!(
+                    "Resumed handshakes: TLS 1.3 tickets, one GET each ({} concurrent)",
+                    args.conns
+                ),
+                "handshakes/s",
+            ),
+            Phase::KeepAlive => (
+                format!(
+                    "Requests on kept-alive connections ({} connections)",
+                    args.ka_conns
+                ),
+                "req/s",
+            ),
             Phase::UnknownKey => continue,
         };
-        let _ = writeln!(md, "\n## {title}\n\nMedian of {rounds} round(s); range over the rounds in brackets. † : others used more than {}% of a core in every attempt.\n", args.foreign_max);
-        let extra = if *phase == Phase::Resumed { " resumed |" } else { "" };
+        let _ = writeln!(
+            md,
+            "\n## {title}\n\nMedian of {rounds} round(s); range over the rounds in brackets. \
+             †: others used more than {}% of a core in every attempt of a round. \
+             ‡: the load generator's core was at 95% or more while the server's was not \
+             (the figure is the client's limit, not the server's).\n",
+            args.foreign_max
+        );
+        let extra = if *phase == Phase::Resumed {
+            " resumed |"
+        } else {
+            ""
+        };
         let _ = writeln!(md, "| target | {unit} (min–max) | × {} | server CPU µs/op | loadgen CPU µs/op | server core busy | loadgen core busy |{extra} errors |", args.baseline);
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|{}---|", if extra.is_empty() { "" } else { "---|" });
+        let _ = writeln!(
+            md,
+            "|---|---|---|---|---|---|---|{}---|",
+            if extra.is_empty() { "" } else { "---|" }
+        );
         let base = med(&of(phase.as_str(), &args.baseline), "rate");
         for t in targets {
             let rs = of(phase.as_str(), &t.name);
@@ -1104,9 +1293,19 @@ fn report(args: &RunArgs, targets: &[Target], phases: &[Phase], all: &Value) -> 
                 continue;
             }
             let rate = med(&rs, "rate");
-            let lo = rs.iter().filter_map(|r| r["rate"].as_f64()).fold(f64::INFINITY, f64::min);
-            let hi = rs.iter().filter_map(|r| r["rate"].as_f64()).fold(0.0, f64::max);
+            let lo = rs
+                .iter()
+                .filter_map(|r| r["rate"].as_f64())
+                .fold(f64::INFINITY, f64::min);
+            let hi = rs
+                .iter()
+                .filter_map(|r| r["rate"].as_f64())
+                .fold(0.0, f64::max);
             let noisy = rs.iter().any(|r| r["noisy"] == true);
+            let client_bound = rs.iter().any(|r| {
+                r["loadgen_core_busy"].as_f64().unwrap_or(0.0) >= 95.0
+                    && r["server_core_busy"].as_f64().unwrap_or(0.0) < 95.0
+            });
             let errors: u64 = rs
                 .iter()
                 .filter_map(|r| r["fails"].as_object())
@@ -1121,9 +1320,10 @@ fn report(args: &RunArgs, targets: &[Target], phases: &[Phase], all: &Value) -> 
             };
             let _ = writeln!(
                 md,
-                "| {}{} | {} ({}–{}) | {:.2}× | {:.1} | {:.1} | {:.0}% | {:.0}% |{} {} |",
+                "| {}{}{} | {} ({}–{}) | {:.2}× | {:.1} | {:.1} | {:.0}% | {:.0}% |{} {} |",
                 t.name,
                 if noisy { " †" } else { "" },
+                if client_bound { " ‡" } else { "" },
                 fmt_int(rate),
                 fmt_int(lo),
                 fmt_int(hi),
@@ -1137,9 +1337,16 @@ fn report(args: &RunArgs, targets: &[Target], phases: &[Phase], all: &Value) -> 
             );
         }
         if let Some((a, b)) = args.dns_pair.split_once('/') {
-            let (ra, rb) = (med(&of(phase.as_str(), a), "rate"), med(&of(phase.as_str(), b), "rate"));
+            let (ra, rb) = (
+                med(&of(phase.as_str(), a), "rate"),
+                med(&of(phase.as_str(), b), "rate"),
+            );
             if ra.is_finite() && rb.is_finite() {
-                let _ = writeln!(md, "\n{a} / {b}: **{:.2}×** (DNS check cached vs no DNS check).", ra / rb);
+                let _ = writeln!(
+                    md,
+                    "\n{a} / {b}: **{:.2}×** (DNS check cached vs no DNS check).",
+                    ra / rb
+                );
             }
         }
     }
@@ -1161,7 +1368,11 @@ fn report(args: &RunArgs, targets: &[Target], phases: &[Phase], all: &Value) -> 
             }
             if let Some(last) = rs.last() {
                 let _ = writeln!(md, "\nTotals since start, at the end of the last window:\n");
-                for (k, v) in last["mdgate_metrics_total"].as_object().into_iter().flatten() {
+                for (k, v) in last["mdgate_metrics_total"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                {
                     let _ = writeln!(md, "* `{k}`: {}", fmt_int(v.as_f64().unwrap_or(0.0)));
                 }
             }
@@ -1183,6 +1394,10 @@ fn report(args: &RunArgs, targets: &[Target], phases: &[Phase], all: &Value) -> 
             let _ = writeln!(md, "* `{k}`: {}", fmt_int(v.as_f64().unwrap_or(0.0)));
         }
     }
-    let _ = writeln!(md, "\nRaw: `{}`", Path::new(&args.out).join("results.json").display());
+    let _ = writeln!(
+        md,
+        "\nRaw: `{}`",
+        Path::new(&args.out).join("results.json").display()
+    );
     md
 }
