@@ -73,7 +73,10 @@ HAPROXY="$(command -v haproxy || echo /usr/sbin/haproxy)"
 target_dir="${CARGO_TARGET_DIR:-$repo/target}"
 if [ -z "${SKIP_BUILD:-}" ]; then
     log "building mdgate and the load generator (release)"
-    cargo build --release --bin mdgate --example handshake_load
+    # Two commands: building them together would build mdgate with the
+    # dev-dependencies' features (the example's), unlike a release install.
+    cargo build --release --bin mdgate
+    cargo build --release --example handshake_load
 fi
 MDGATE="$target_dir/release/mdgate" LOAD="$target_dir/release/examples/handshake_load"
 for b in "$MDGATE" "$LOAD"; do

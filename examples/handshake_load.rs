@@ -56,7 +56,7 @@ enum Cmd {
     /// Serve `_mdgate` records for client certificates until killed.
     Dns(DnsArgs),
     /// Run every phase against every target and write the results.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(clap::Args)]
@@ -158,7 +158,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.cmd {
         Cmd::Dns(args) => rt.block_on(serve_dns(args)),
-        Cmd::Run(args) => rt.block_on(run(args)),
+        Cmd::Run(args) => rt.block_on(run(*args)),
     }
 }
 
