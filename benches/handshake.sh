@@ -13,6 +13,10 @@
 #               the load generator binary); the cache is warm after the first
 #               connection, so this measures the cached DNS check.
 #   mdgate-ca   mdgate, [federation.trust] ca_file only: no DNS check.
+#   mdgate-pin  mdgate, [federation.trust] pinned_spki_sha256 = the peer's key:
+#               the handshake does what mdgate-dns's does (identity, dates,
+#               signature; no chain), but trust is decided without DNS, so
+#               mdgate-dns / mdgate-pin is the cost of the cached DNS check.
 #   nginx       ssl_verify_client on + ssl_client_certificate (CA file).
 #   haproxy     bind ... ssl verify required ca-file.
 # All: one worker/thread, TLS 1.3 only, X25519, ECDSA P-256 certificates from
@@ -25,7 +29,7 @@
 #   CONNS=32        concurrent connections of the handshake phases
 #   KA_CONNS=32     kept-alive connections of the keepalive phase
 #   PHASES="full resumed keepalive"
-#   TARGETS="mdgate-dns mdgate-ca nginx haproxy"
+#   TARGETS="mdgate-dns mdgate-ca mdgate-pin nginx haproxy"
 #   UNKNOWN_S=35    seconds of the unknown-key phase against mdgate-dns (0: skip)
 #   DNS_TTL=20      TTL of the published records (mdgate's min_ttl is set to 5s),
 #                   short so that background refreshes happen during the run
@@ -44,7 +48,7 @@ cd "$repo"
 
 ROUNDS="${ROUNDS:-3}" DURATION="${DURATION:-10}" WARMUP="${WARMUP:-2}"
 CONNS="${CONNS:-32}" KA_CONNS="${KA_CONNS:-32}" PHASES="${PHASES:-full resumed keepalive}"
-TARGETS="${TARGETS:-mdgate-dns mdgate-ca nginx haproxy}" UNKNOWN_S="${UNKNOWN_S:-35}"
+TARGETS="${TARGETS:-mdgate-dns mdgate-ca mdgate-pin nginx haproxy}" UNKNOWN_S="${UNKNOWN_S:-35}"
 DNS_TTL="${DNS_TTL:-20}" SERVER_CPU="${SERVER_CPU:-1}" LOADGEN_CPU="${LOADGEN_CPU:-0}"
 QUIET_MAX="${QUIET_MAX:-300}" QUIET_BUSY="${QUIET_BUSY:-10}" FOREIGN_MAX="${FOREIGN_MAX:-5}" RETRIES="${RETRIES:-3}"
 OUT="${OUT:-bench-out/handshake-$(date -u +%Y%m%dT%H%M%SZ)}"
@@ -165,6 +169,7 @@ for t in $TARGETS; do
     case "$t" in
         mdgate-dns) start_mdgate mdgate-dns 'dns = true' ;;
         mdgate-ca) start_mdgate mdgate-ca "ca_file = \"$WORK/ca.crt\"" ;;
+        mdgate-pin) start_mdgate mdgate-pin "pinned_spki_sha256 = [\"$PEER_PIN\"]" ;;
         nginx) start_nginx ;;
         haproxy) start_haproxy ;;
         *) log "unknown target $t"; exit 1 ;;
@@ -183,6 +188,7 @@ mkdir -p "$OUT"
 } >"$OUT/facts.txt"
 
 log "results in $OUT"
+# In the background, so that a signal reaches the trap (and the cleanup) at once.
 taskset -c "$LOADGEN_CPU" "$LOAD" run "${args[@]}" \
     --ca "$WORK/ca.crt" --cert "$WORK/peer.crt" --key "$WORK/peer.key" \
     --unknown-cert "$WORK/unknown.crt" --unknown-key "$WORK/unknown.key" \
@@ -190,4 +196,7 @@ taskset -c "$LOADGEN_CPU" "$LOAD" run "${args[@]}" \
     --duration "$DURATION" --warmup "$WARMUP" --rounds "$ROUNDS" --unknown-duration "$UNKNOWN_S" \
     --server-cpu "$SERVER_CPU" --loadgen-cpu "$LOADGEN_CPU" --quiet-max "$QUIET_MAX" \
     --quiet-busy "$QUIET_BUSY" --foreign-max "$FOREIGN_MAX" --retries "$RETRIES" \
-    --facts "$OUT/facts.txt" --out "$OUT"
+    --facts "$OUT/facts.txt" --out "$OUT" &
+driver=$!
+pids+=("$driver")
+wait "$driver"

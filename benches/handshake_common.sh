@@ -8,13 +8,14 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/mdgate-handshake.XXXXXX")"
 pids=()
 cleanup() {
     local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    # The driver first (its tasks stop), then the servers.
+    for p in $(printf '%s\n' "${pids[@]}" | tac); do kill -TERM "$p" 2>/dev/null || true; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
     # Keep the servers' own logs (and the DNS server's query counts).
     if [ -d "${OUT:-}" ]; then
         mkdir -p "$OUT/logs"
         cp "$WORK/dns.log" "$OUT/logs/" 2>/dev/null || true
-        for d in mdgate-dns mdgate-ca nginx haproxy; do
+        for d in mdgate-dns mdgate-ca mdgate-pin nginx haproxy; do
             for f in "$WORK/$d"/*log* "$WORK/$d/stderr"; do
                 [ -f "$f" ] && cp "$f" "$OUT/logs/$d-$(basename "$f")" || true
             done
@@ -44,6 +45,9 @@ cert peer "$PEER" clientAuth "$WORK/peer.key"
 cert unknown "$PEER" clientAuth "$WORK/unknown.key"
 chmod 600 "$WORK"/*.key
 cat "$WORK/server.crt" "$WORK/server.key" >"$WORK/server.pem"
+# The peer's key as [federation.trust] pinned_spki_sha256 takes it.
+PEER_PIN="$(openssl x509 -in "$WORK/peer.crt" -noout -pubkey | openssl pkey -pubin -outform der \
+    | openssl dgst -sha256 -binary | base64)"
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_for() { # what command...

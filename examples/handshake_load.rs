@@ -125,9 +125,10 @@ struct RunArgs {
     /// The target every figure is divided by.
     #[arg(long, default_value = "nginx")]
     baseline: String,
-    /// "A/B": the DNS-trust target and the CA-trust target compared.
-    #[arg(long, default_value = "mdgate-dns/mdgate-ca")]
-    dns_pair: String,
+    /// "A/B": targets whose rates are compared (A's DNS counters are
+    /// reported too); repeatable.
+    #[arg(long = "pair", default_values_t = ["mdgate-dns/mdgate-ca".to_owned(), "mdgate-dns/mdgate-pin".to_owned()])]
+    pairs: Vec<String>,
     #[arg(long, default_value_t = 1)]
     server_cpu: usize,
     #[arg(long, default_value_t = 0)]
@@ -1336,22 +1337,30 @@ fn report(args: &RunArgs, targets: &[Target], phases: &[Phase], all: &Value) -> 
                 errors
             );
         }
-        if let Some((a, b)) = args.dns_pair.split_once('/') {
+        let mut first = true;
+        for (a, b) in args.pairs.iter().filter_map(|p| p.split_once('/')) {
             let (ra, rb) = (
                 med(&of(phase.as_str(), a), "rate"),
                 med(&of(phase.as_str(), b), "rate"),
             );
+            let (ca, cb) = (
+                med(&of(phase.as_str(), a), "server_cpu_us_per_op"),
+                med(&of(phase.as_str(), b), "server_cpu_us_per_op"),
+            );
             if ra.is_finite() && rb.is_finite() {
                 let _ = writeln!(
                     md,
-                    "\n{a} / {b}: **{:.2}×** (DNS check cached vs no DNS check).",
-                    ra / rb
+                    "{}{a} / {b}: rate **{:.2}×**, server CPU per operation {:.2}×.",
+                    if first { "\n" } else { "" },
+                    ra / rb,
+                    ca / cb
                 );
+                first = false;
             }
         }
     }
     // DNS evidence: what mdgate's own counters saw in the windows.
-    if let Some((a, _)) = args.dns_pair.split_once('/') {
+    if let Some((a, _)) = args.pairs.first().and_then(|p| p.split_once('/')) {
         let rs: Vec<&Value> = results.iter().filter(|r| r["target"] == a).collect();
         if !rs.is_empty() {
             let mut sums: BTreeMap<String, f64> = BTreeMap::new();
