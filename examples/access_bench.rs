@@ -683,7 +683,10 @@ async fn grant_flow(bed: &Testbed) -> Result<BedInfo> {
     // The doctor on two asks, the patient approves with the code.
     let invitation = a1.new_invitation(&patient).await?;
     let doctor = a2
-        .sign_in(&two.doctor.username, Secret::new(two.doctor.password.clone()))
+        .sign_in(
+            &two.doctor.username,
+            Secret::new(two.doctor.password.clone()),
+        )
         .await?;
     let req = a2
         .start_request(
@@ -913,10 +916,7 @@ http {{
             port,
         };
         for _ in 0..100 {
-            let children = read_trim(&format!(
-                "/proc/{0}/task/{0}/children",
-                nginx.child.id()
-            ));
+            let children = read_trim(&format!("/proc/{0}/task/{0}/children", nginx.child.id()));
             if let Some(w) = children.split_whitespace().next() {
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                     nginx.worker = w.parse().ok();
@@ -1387,7 +1387,10 @@ fn checks(iters: u64) -> Result<Checks> {
     ));
     let mut headers = HeaderMap::new();
     headers.insert(HOST, HeaderValue::from_static("one.mdgate.test"));
-    headers.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {token}"))?);
+    headers.insert(
+        AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {token}"))?,
+    );
     let f = CheckFixture {
         headers,
         target: RouteId::Vitals.federation_path(&fid),
@@ -1403,7 +1406,9 @@ fn checks(iters: u64) -> Result<Checks> {
         bail!("unexpected permit {permit:?}");
     }
     let batches = 9;
-    let bearer_t = time_it(iters, batches, || bearer(&f.headers).ok().flatten().map(str::len));
+    let bearer_t = time_it(iters, batches, || {
+        bearer(&f.headers).ok().flatten().map(str::len)
+    });
     let check_t = time_it(iters, batches, || {
         f.verifier.check(&token, &cert, SystemTime::now()).is_ok()
     });
@@ -1610,7 +1615,8 @@ async fn audit_bench(dir: &Path, n: usize, appenders: usize) -> Result<AuditRepo
 
     let mut group_commit = Vec::new();
     for k in [1usize, 8, 32] {
-        group_commit.push(group_commit_prototype(&path, k, (n / k).clamp(30, 500), fid, grant).await?);
+        group_commit
+            .push(group_commit_prototype(&path, k, (n / k).clamp(30, 500), fid, grant).await?);
     }
     let verified = match store.verify_audit(None).await? {
         Ok(v) => v.entries,
@@ -1789,9 +1795,7 @@ fn filesystem_of(dir: &Path) -> String {
 fn on_pinned_thread<T: Send + 'static>(
     name: &str,
     cpu: usize,
-    f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>>>>
-        + Send
-        + 'static,
+    f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>>>> + Send + 'static,
 ) -> Result<T> {
     std::thread::Builder::new()
         .name(name.to_owned())
@@ -2023,7 +2027,9 @@ async fn load_phases(
                     if *target == Target::Authorized {
                         authorized_ok += out.ok_all;
                     }
-                    let phase = make_phase(round, attempt, *target, *mode, quiet, out, &probe, &a, &b, args);
+                    let phase = make_phase(
+                        round, attempt, *target, mode, quiet, out, &probe, &a, &b, args,
+                    );
                     eprintln!(
                         "[access_bench] round {round} {mode:9} {:11} attempt {attempt} (waited {quiet:.0} s): {:8.0} req/s  p50 {:7.1} µs  p99 {:7.1} µs  foreign {:?}{}",
                         target.name(),
@@ -2048,7 +2054,15 @@ async fn load_phases(
         args.perf_cpu,
         eps.iter().find(|e| e.target == Target::Authorized),
     ) {
-        let (out, _, _) = profile_phase(args, cpu, Arc::new(ep.clone()), &spec, &probe, expect.clone()).await?;
+        let (out, _, _) = profile_phase(
+            args,
+            cpu,
+            Arc::new(ep.clone()),
+            &spec,
+            &probe,
+            expect.clone(),
+        )
+        .await?;
         authorized_ok += out.ok_all;
         eprintln!("[access_bench] perf phase: {} requests recorded", out.ok);
     }
@@ -2061,7 +2075,13 @@ async fn load_phases(
         tls_to_nginx,
         threads: threads()
             .into_iter()
-            .map(|(tid, t)| (tid, format!("{} [{}]", t.name, probe.group(tid, &t.name)), t.cpus))
+            .map(|(tid, t)| {
+                (
+                    tid,
+                    format!("{} [{}]", t.name, probe.group(tid, &t.name)),
+                    t.cpus,
+                )
+            })
             .collect(),
         audit_seq_before: seq_before,
         audit_seq_after: seq_after,
@@ -2088,7 +2108,15 @@ async fn profile_phase(
     let perf = tokio::spawn(async move {
         tokio::time::sleep(warmup).await;
         let status = tokio::process::Command::new("taskset")
-            .args(["-c", &load_cpu.to_string(), "perf", "record", "-q", "-F", "499"])
+            .args([
+                "-c",
+                &load_cpu.to_string(),
+                "perf",
+                "record",
+                "-q",
+                "-F",
+                "499",
+            ])
             .args(["--call-graph", "dwarf,8192", "-C", &cpu.to_string(), "-o"])
             .arg(&out)
             .args(["--", "sleep", &format!("{:.1}", duration.as_secs_f64())])
@@ -2261,21 +2289,41 @@ fn fmt_n(x: f64) -> String {
 fn markdown(r: &Report) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
-    let _ = writeln!(s, "# access bench\n\nload average: start `{}`, end `{}`\n", r.loadavg_start, r.loadavg_end);
+    let _ = writeln!(
+        s,
+        "# access bench\n\nload average: start `{}`, end `{}`\n",
+        r.loadavg_start, r.loadavg_end
+    );
     if let Some(c) = &r.checks {
-        let _ = writeln!(s, "## Checks alone (ns per request, median of 9 batches, min–max)\n");
+        let _ = writeln!(
+            s,
+            "## Checks alone (ns per request, median of 9 batches, min–max)\n"
+        );
         let _ = writeln!(s, "| step | ns | range |\n|---|---|---|");
         for (name, t) in [
             ("bearer extraction", c.bearer),
-            ("GrantVerifier::check, cached token", c.verifier_check_cached),
-            ("GrantCache lookup + revocation/liveness", c.grant_cache_and_state),
+            (
+                "GrantVerifier::check, cached token",
+                c.verifier_check_cached,
+            ),
+            (
+                "GrantCache lookup + revocation/liveness",
+                c.grant_cache_and_state,
+            ),
             ("Policy::decide", c.policy_decide),
             ("all checks of peer::data, in order", c.all_checks),
-            ("audit record + canonical JSON + chain hash", c.audit_record_prep),
+            (
+                "audit record + canonical JSON + chain hash",
+                c.audit_record_prep,
+            ),
             ("full verify_grant (cache miss)", c.full_verify_grant),
             ("Ed25519 verify alone (ring)", c.ed25519_verify),
         ] {
-            let _ = writeln!(s, "| {name} | {:.0} | {:.0}–{:.0} |", t.median_ns, t.min_ns, t.max_ns);
+            let _ = writeln!(
+                s,
+                "| {name} | {:.0} | {:.0}–{:.0} |",
+                t.median_ns, t.min_ns, t.max_ns
+            );
         }
         let _ = writeln!(
             s,
@@ -2286,35 +2334,81 @@ fn markdown(r: &Report) -> String {
     if let Some(a) = &r.audit {
         let _ = writeln!(s, "## Audit append alone ({})\n", a.filesystem);
         let _ = writeln!(s, "| measurement | per s | CPU µs each | p50 µs | p99 µs | p99.9 µs |\n|---|---|---|---|---|---|");
-        let _ = writeln!(s, "| append_audit, one at a time | {} | {:.0} | {:.0} | {:.0} | {:.0} |", fmt_n(a.sequential_per_s), a.sequential_cpu_us, a.sequential.p50_us, a.sequential.p99_us, a.sequential.p999_us);
-        let _ = writeln!(s, "| append_audit, {} at once | {} | {:.0} | {:.0} | {:.0} | {:.0} |", a.appenders, fmt_n(a.concurrent_per_s), a.concurrent_cpu_us, a.concurrent.p50_us, a.concurrent.p99_us, a.concurrent.p999_us);
+        let _ = writeln!(
+            s,
+            "| append_audit, one at a time | {} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            fmt_n(a.sequential_per_s),
+            a.sequential_cpu_us,
+            a.sequential.p50_us,
+            a.sequential.p99_us,
+            a.sequential.p999_us
+        );
+        let _ = writeln!(
+            s,
+            "| append_audit, {} at once | {} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            a.appenders,
+            fmt_n(a.concurrent_per_s),
+            a.concurrent_cpu_us,
+            a.concurrent.p50_us,
+            a.concurrent.p99_us,
+            a.concurrent.p999_us
+        );
         let _ = writeln!(s, "| append_audit, {} at once, taken in turn (async mutex) | {} | {:.0} | {:.0} | {:.0} | {:.0} |", a.appenders, fmt_n(a.serialized_per_s), a.serialized_cpu_us, a.serialized.p50_us, a.serialized.p99_us, a.serialized.p999_us);
-        let _ = writeln!(s, "| fdatasync of 128 bytes | – | – | {:.0} | {:.0} | {:.0} |", a.fdatasync.p50_us, a.fdatasync.p99_us, a.fdatasync.p999_us);
+        let _ = writeln!(
+            s,
+            "| fdatasync of 128 bytes | – | – | {:.0} | {:.0} | {:.0} |",
+            a.fdatasync.p50_us, a.fdatasync.p99_us, a.fdatasync.p999_us
+        );
         for g in &a.group_commit {
             let _ = writeln!(s, "| prototype: {} entries per commit | {} entries | – | {:.0} per commit | {:.0} | {:.0} |", g.entries_per_commit, fmt_n(1e6 / g.per_entry_us), g.per_commit.p50_us, g.per_commit.p99_us, g.per_commit.p999_us);
         }
-        let _ = writeln!(s, "\nerrors among the concurrent appends: {}; chain verified over {} entries\n", a.concurrent_busy_errors, a.chain_verified_entries);
+        let _ = writeln!(
+            s,
+            "\nerrors among the concurrent appends: {}; chain verified over {} entries\n",
+            a.concurrent_busy_errors, a.chain_verified_entries
+        );
     }
     if let Some(setup) = &r.setup {
         let _ = writeln!(s, "## Load\n\nupstream `{}`; federation `{}`; body {} bytes; nginx: {:?}, TLS to nginx {:?}\n",
             setup.upstream_path, setup.federation_path, setup.body_bytes, setup.nginx_version, setup.tls_to_nginx);
-        let _ = writeln!(s, "audit log of site one: seq {} → {} (+{}); authorized reads answered 200: {}\n",
-            setup.audit_seq_before, setup.audit_seq_after, setup.audit_seq_after - setup.audit_seq_before, setup.authorized_ok_total);
+        let _ = writeln!(
+            s,
+            "audit log of site one: seq {} → {} (+{}); authorized reads answered 200: {}\n",
+            setup.audit_seq_before,
+            setup.audit_seq_after,
+            setup.audit_seq_after - setup.audit_seq_before,
+            setup.authorized_ok_total
+        );
     }
     for mode in ["saturated", "rate"] {
-        let used: Vec<&Phase> = r.phases.iter().filter(|p| p.used && p.mode == mode).collect();
+        let used: Vec<&Phase> = r
+            .phases
+            .iter()
+            .filter(|p| p.used && p.mode == mode)
+            .collect();
         if used.is_empty() {
             continue;
         }
-        let by = |t: Target| -> Vec<&Phase> { used.iter().copied().filter(|p| p.target == t).collect() };
-        let base = median(by(Target::Passthrough).iter().map(|p| p.req_per_s).collect());
+        let by =
+            |t: Target| -> Vec<&Phase> { used.iter().copied().filter(|p| p.target == t).collect() };
+        let base = median(
+            by(Target::Passthrough)
+                .iter()
+                .map(|p| p.req_per_s)
+                .collect(),
+        );
         let _ = writeln!(s, "### {mode}\n");
         if mode == "saturated" {
             let _ = writeln!(s, "| target | req/s (min–max) | / passthrough | mdgate µs/req | sqlite µs/req | testbed µs/req | nginx µs/req | load µs/req | load core | server core (foreign) | p50 µs | p99 µs | new fed. conns | non-200 / errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         } else {
             let _ = writeln!(s, "| target | achieved req/s | p50 µs | p90 µs | p99 µs | p99.9 µs | p99 from send µs | send late p99 µs | mdgate µs/req | sqlite µs/req | testbed µs/req | nginx µs/req | new fed. conns | non-200 / errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         }
-        for t in [Target::Direct, Target::Passthrough, Target::Authorized, Target::Nginx] {
+        for t in [
+            Target::Direct,
+            Target::Passthrough,
+            Target::Authorized,
+            Target::Nginx,
+        ] {
             let ps = by(t);
             if ps.is_empty() {
                 continue;
@@ -2326,7 +2420,11 @@ fn markdown(r: &Report) -> String {
             let hi = ps.iter().map(|p| p.req_per_s).fold(0.0, f64::max);
             let errs: u64 = ps.iter().map(|p| p.errors).sum();
             let bad: u64 = ps.iter().map(|p| p.non200 + p.wrong_body).sum();
-            let noisy = if ps.iter().any(|p| p.noisy) { " †" } else { "" };
+            let noisy = if ps.iter().any(|p| p.noisy) {
+                " †"
+            } else {
+                ""
+            };
             if mode == "saturated" {
                 let conns: u64 = ps.iter().map(|p| p.federation_conns_opened).sum();
                 let _ = writeln!(s, "| {}{} | {} ({}–{}) | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0}% | {:.0}% ({:.0}%) | {:.0} | {:.0} | {} | {} / {} |",
