@@ -683,7 +683,14 @@ async fn keepalive_loop(
 const TICK: f64 = 0.01;
 
 /// Busy and total ticks of one core from /proc/stat.
-fn core_ticks(cpu: usize) -> io::Result<(u64, u64)> {
+#[derive(Clone, Copy)]
+struct CoreTicks {
+    /// Everything but idle and iowait.
+    busy: u64,
+    total: u64,
+}
+
+fn core_ticks(cpu: usize) -> io::Result<CoreTicks> {
     let stat = std::fs::read_to_string("/proc/stat")?;
     let label = format!("cpu{cpu} ");
     let line = stat
@@ -696,10 +703,12 @@ fn core_ticks(cpu: usize) -> io::Result<(u64, u64)> {
         .take(8)
         .filter_map(|x| x.parse().ok())
         .collect();
+    let f = |i: usize| v.get(i).copied().unwrap_or(0);
     let total: u64 = v.iter().sum();
-    // idle + iowait are not busy.
-    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    Ok((total - idle, total))
+    Ok(CoreTicks {
+        busy: total - f(3) - f(4),
+        total,
+    })
 }
 
 /// utime + stime of a process (all its threads, living and dead).
@@ -787,8 +796,8 @@ struct Snapshot {
     ok: u64,
     resumed: u64,
     fails: [u64; 5],
-    server: (u64, u64),
-    loadgen: (u64, u64),
+    server: CoreTicks,
+    loadgen: CoreTicks,
     server_procs: u64,
     self_ticks: u64,
     metrics: BTreeMap<String, f64>,
@@ -824,8 +833,9 @@ async fn wait_quiet(args: &RunArgs) -> anyhow::Result<f64> {
         let (s0, l0) = (core_ticks(args.server_cpu)?, core_ticks(args.loadgen_cpu)?);
         tokio::time::sleep(Duration::from_secs(1)).await;
         let (s1, l1) = (core_ticks(args.server_cpu)?, core_ticks(args.loadgen_cpu)?);
-        let busy =
-            |a: (u64, u64), b: (u64, u64)| 100.0 * (b.0 - a.0) as f64 / ((b.1 - a.1).max(1)) as f64;
+        let busy = |a: CoreTicks, b: CoreTicks| {
+            100.0 * (b.busy - a.busy) as f64 / ((b.total - a.total).max(1)) as f64
+        };
         let worst = busy(s0, s1).max(busy(l0, l1));
         if worst < args.quiet_busy || start.elapsed().as_secs_f64() > args.quiet_max {
             return Ok(worst);
@@ -932,12 +942,16 @@ async fn attempt(
     } else {
         ok
     };
-    let pct =
-        |d: (u64, u64), e: (u64, u64)| 100.0 * (e.0 - d.0) as f64 / ((e.1 - d.1).max(1)) as f64;
+    let pct = |d: CoreTicks, e: CoreTicks| {
+        100.0 * (e.busy - d.busy) as f64 / ((e.total - d.total).max(1)) as f64
+    };
     let server_busy = pct(a.server, b.server);
     let loadgen_busy = pct(a.loadgen, b.loadgen);
     let server_cpu = (b.server_procs - a.server_procs) as f64 * TICK;
     let loadgen_cpu = (b.self_ticks - a.self_ticks) as f64 * TICK;
+    // Others' share of each core: busy time beyond our processes' CPU.
+    // Loopback packet processing that no process is charged for counts
+    // too (a few % on the load generator's core at high packet rates).
     let server_foreign = server_busy - 100.0 * server_cpu / secs;
     let loadgen_foreign = loadgen_busy - 100.0 * loadgen_cpu / secs;
     let per_op = |cpu: f64| if ops > 0 { cpu * 1e6 / ops as f64 } else { 0.0 };
@@ -982,11 +996,17 @@ async fn measured(
     phase: Phase,
     log: &mut Vec<Value>,
 ) -> anyhow::Result<Value> {
-    let mut last = Value::Null;
+    // The attempt kept: the first quiet one, else the one whose server
+    // core was least disturbed.
+    let mut best = Value::Null;
+    let disturbed = |r: &Value| r["server_foreign"].as_f64().unwrap_or(f64::MAX);
     for i in 0..=args.retries {
         let mut r = attempt(args, tls, target, phase).await?;
+        // Others on the server's core distort the figures; on the load
+        // generator's core only when they kept the server from saturating.
         let noisy = r["server_foreign"].as_f64().unwrap_or(0.0) > args.foreign_max
-            || r["loadgen_foreign"].as_f64().unwrap_or(0.0) > args.foreign_max;
+            || (r["loadgen_foreign"].as_f64().unwrap_or(0.0) > args.foreign_max
+                && r["server_core_busy"].as_f64().unwrap_or(0.0) < 95.0);
         r["attempt"] = json!(i + 1);
         r["noisy"] = json!(noisy);
         eprintln!(
@@ -1003,12 +1023,14 @@ async fn measured(
             if noisy { "  noisy" } else { "" }
         );
         log.push(r.clone());
-        last = r;
+        if best.is_null() || disturbed(&r) < disturbed(&best) {
+            best = r;
+        }
         if !noisy {
             break;
         }
     }
-    Ok(last)
+    Ok(best)
 }
 
 /// One fully verified connection per target: status, body and what was
@@ -1271,7 +1293,8 @@ fn report(args: &RunArgs, targets: &[Target], phases: &[Phase], all: &Value) -> 
         let _ = writeln!(
             md,
             "\n## {title}\n\nMedian of {rounds} round(s); range over the rounds in brackets. \
-             †: others used more than {}% of a core in every attempt of a round. \
+             †: in every attempt of a round, others used more than {}% of the server's core \
+             (or of the load generator's while the server's core was below 95%). \
              ‡: the load generator's core was at 95% or more while the server's was not \
              (the figure is the client's limit, not the server's).\n",
             args.foreign_max
