@@ -2185,6 +2185,26 @@ fn make_phase(
     }
 }
 
+/// Waits (up to `max` seconds) until every core is less than `busy` %
+/// busy, before anything of this run is started; returns the seconds
+/// waited.
+fn quiet_before(max: f64, busy: f64) -> f64 {
+    let start = Instant::now();
+    loop {
+        let (a, t0) = (cpu_idle(), Instant::now());
+        std::thread::sleep(Duration::from_secs(1));
+        let (b, secs) = (cpu_idle(), t0.elapsed().as_secs_f64());
+        let worst = b
+            .iter()
+            .zip(&a)
+            .map(|(i1, i0)| 100.0 * (1.0 - i1.saturating_sub(*i0) as f64 / USER_HZ / secs))
+            .fold(0.0, f64::max);
+        if worst < busy || start.elapsed().as_secs_f64() >= max {
+            return start.elapsed().as_secs_f64();
+        }
+    }
+}
+
 async fn interrupted() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
@@ -2210,8 +2230,18 @@ fn main() -> Result<()> {
     };
     // The main thread is the load generator's; threads it starts inherit.
     let load_tid = current_tid()?;
+    // The micro-benchmarks are as sensitive to other processes as the
+    // load phases: wait for quiet cores first (no foreign-load check after).
+    let quiet_probe = |what: &str| {
+        if args.quiet_max > 0.0 {
+            let waited = quiet_before(args.quiet_max, args.quiet_busy);
+            eprintln!("[access_bench] {what} (waited {waited:.0} s for quiet cores)");
+        } else {
+            eprintln!("[access_bench] {what}");
+        }
+    };
     if !args.skip_checks {
-        eprintln!("[access_bench] checks micro-benchmark");
+        quiet_probe("checks micro-benchmark");
         let c = on_pinned_thread("bench-checks", args.load_cpu, {
             let iters = args.check_iters;
             move || Box::pin(async move { checks(iters) })
@@ -2219,7 +2249,7 @@ fn main() -> Result<()> {
         report.checks = Some(c);
     }
     if !args.skip_audit {
-        eprintln!("[access_bench] audit append alone");
+        quiet_probe("audit append alone");
         let dir = args.work.join("audit");
         let n = args.audit_appends;
         let a = on_pinned_thread("bench-audit", args.server_cpu, move || {
