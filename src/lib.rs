@@ -35,5 +35,6 @@ pub mod serve;
 pub mod store;
 pub mod tls;
 pub mod token;
+pub mod transfer;
 pub mod upstream;
 pub mod web;
