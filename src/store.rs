@@ -86,7 +86,7 @@ pub use model::{
     AccessRequest, AuditEntry, AuditRecord, Effects, Grant, Invitation, KeyPurpose,
     MigrationReport, NewAccessRequest, NewOutboxMessage, NewOutgoingRequest, OutboxMessage,
     Outcome, OutgoingRequest, OutgoingState, OutgoingUpdate, Patient, Peer, PeerKey, PeerState,
-    ReceivedGrant, RequestKind, RequestState, UnixMillis, UnknownValue,
+    ReceivedGrant, RequestKind, RequestState, Transfer, TransferSide, UnixMillis, UnknownValue,
 };
 
 /// The future every [`Store`] method returns.
@@ -373,6 +373,44 @@ pub trait Store: Send + Sync + fmt::Debug {
         now: UnixMillis,
         effects: Effects,
     ) -> StoreFuture<'_, Outcome<OutgoingRequest>>;
+
+    // --- transfers (both sides)
+
+    /// Records a new transfer with its effects. The id is the idempotency
+    /// key: the same transfer again returns the stored row with
+    /// `changed = false`; the id with another side, peer or doctor is a
+    /// [`ConflictKind::IdempotencyKey`] conflict.
+    fn insert_transfer(
+        &self,
+        transfer: Transfer,
+        effects: Effects,
+    ) -> StoreFuture<'_, Outcome<Transfer>>;
+
+    fn transfer(&self, id: Uuid) -> StoreFuture<'_, Option<Transfer>>;
+
+    /// The patient approved the pending transfer request `transfer.id`:
+    /// in one transaction the request becomes `approved` and the transfer
+    /// row is inserted, with `effects`. A request that is not a pending,
+    /// unexpired transfer request is a [`ConflictKind::State`] conflict.
+    fn approve_transfer(
+        &self,
+        transfer: Transfer,
+        now: UnixMillis,
+        effects: Effects,
+    ) -> StoreFuture<'_, Transfer>;
+
+    /// Writes `next` (state, patient, data) over the row, with its
+    /// effects, only if the stored version is still `next.version`; the
+    /// stored version becomes `next.version + 1`. A stale version is a
+    /// [`ConflictKind::State`] conflict and changes nothing.
+    fn update_transfer(&self, next: Transfer, effects: Effects) -> StoreFuture<'_, Transfer>;
+
+    /// Transfers, newest first; only those in `states` when not empty.
+    fn transfers<'a>(&'a self, states: &'a [&'a str], limit: u32)
+        -> StoreFuture<'a, Vec<Transfer>>;
+
+    /// A patient's transfers (by local federation id), newest first.
+    fn transfers_for_patient(&self, patient: Uuid) -> StoreFuture<'_, Vec<Transfer>>;
 }
 
 /// Largest page the listing methods return.

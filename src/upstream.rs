@@ -53,11 +53,11 @@ pub use error::UpstreamError;
 pub use identity::{Account, IdentityError, UpstreamIdentity, REFUSED_LOGIN_COOLDOWN};
 pub use link::{LinkError, LinkOutcome};
 pub use model::{
-    Answer, Doctor, DoctorReply, MedicalProfile, NewQuestion, NewSymptom, Patient, ProfileUpdate,
-    Question, QuestionType, Recurrence, Role, SecurityCode, Sex, Symptom, UpstreamId, User, Vitals,
-    VitalsMeasurement,
+    Answer, Doctor, DoctorReply, MedicalProfile, NewPatientAccount, NewQuestion, NewSymptom,
+    Patient, ProfileUpdate, Question, QuestionType, Recurrence, Role, SecurityCode, Sex, Symptom,
+    UpstreamId, User, Vitals, VitalsMeasurement,
 };
-pub use ops::{CodeConsumption, Op};
+pub use ops::{CodeConsumption, Op, SignUp};
 pub use reach::{
     AccountReport, Accounts, Reach, ReachError, RefreshReport, DEFAULT_MIN_REFRESH_INTERVAL,
 };

@@ -751,3 +751,32 @@ mod tests {
         assert!(!revoked.is_live(120));
     }
 }
+
+/// Which side of a transfer this server is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferSide {
+    /// The patient's old home (server1): exports, seals and delivers.
+    Source,
+    /// The new home (server2): receives, imports and confirms.
+    Target,
+}
+
+text_enum!(TransferSide, "transfer side", { Source => "source", Target => "target" });
+
+/// One transfer as this server keeps it. `state` is the state machine's
+/// spelling (`crate::transfer::machine`), `data` its working fields; the
+/// store checks neither, only that an update starts from `version`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transfer {
+    pub id: Uuid,
+    pub side: TransferSide,
+    pub state: String,
+    pub peer_fqdn: String,
+    pub patient: Option<Uuid>,
+    pub doctor: String,
+    pub data: serde_json::Value,
+    /// Starts at 1; each update adds one.
+    pub version: i64,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+}

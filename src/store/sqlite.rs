@@ -93,6 +93,11 @@ macro_rules! outgoing_cols {
          grant_expires_at, created_at, updated_at, expires_at"
     };
 }
+macro_rules! transfer_cols {
+    () => {
+        "id, side, state, peer_fqdn, patient, doctor, data, version, created_at, updated_at"
+    };
+}
 macro_rules! audit_cols {
     () => {
         "seq, at, kind, actor, patient, detail, prev_hash, hash"
@@ -696,6 +701,44 @@ async fn request_in(
     .as_ref()
     .map(request_from_row)
     .transpose()
+}
+
+async fn transfer_in(
+    conn: &mut SqliteConnection,
+    id: Uuid,
+) -> Result<Option<Transfer>, StoreError> {
+    sqlx::query(concat!(
+        "SELECT ",
+        transfer_cols!(),
+        " FROM transfers WHERE id = ?1"
+    ))
+    .bind(uuid_text(id))
+    .fetch_optional(&mut *conn)
+    .await?
+    .as_ref()
+    .map(transfer_from_row)
+    .transpose()
+}
+
+fn transfer_from_row(row: &SqliteRow) -> Result<Transfer, StoreError> {
+    let patient: Option<String> = row.try_get("patient")?;
+    let data: String = row.try_get("data")?;
+    Ok(Transfer {
+        id: uuid_at(row, "id")?,
+        side: text_enum_at(row, "side", TransferSide::parse)?,
+        state: row.try_get("state")?,
+        peer_fqdn: row.try_get("peer_fqdn")?,
+        patient: patient
+            .map(|p| Uuid::parse_str(&p))
+            .transpose()
+            .map_err(|_| StoreError::corrupt("transfer patient is not a UUID"))?,
+        doctor: row.try_get("doctor")?,
+        data: serde_json::from_str(&data)
+            .map_err(|_| StoreError::corrupt("transfer data is not JSON"))?,
+        version: row.try_get("version")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
 }
 
 async fn outgoing_in(
@@ -1828,6 +1871,181 @@ impl Store for SqliteStore {
                 value,
                 changed: true,
             })
+        })
+    }
+
+    fn insert_transfer(
+        &self,
+        transfer: Transfer,
+        effects: Effects,
+    ) -> StoreFuture<'_, Outcome<Transfer>> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            if let Some(stored) = transfer_in(&mut tx, transfer.id).await? {
+                if stored.side != transfer.side
+                    || stored.peer_fqdn != transfer.peer_fqdn
+                    || stored.doctor != transfer.doctor
+                {
+                    return Err(StoreError::conflict(
+                        ConflictKind::IdempotencyKey,
+                        "transfer id reused for a different transfer",
+                    ));
+                }
+                return Ok(Outcome {
+                    value: stored,
+                    changed: false,
+                });
+            }
+            let row = sqlx::query(concat!(
+                "INSERT INTO transfers (id, side, state, peer_fqdn, patient, doctor, data, \
+                 version, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9) RETURNING ",
+                transfer_cols!()
+            ))
+            .bind(uuid_text(transfer.id))
+            .bind(transfer.side.as_str())
+            .bind(&transfer.state)
+            .bind(&transfer.peer_fqdn)
+            .bind(transfer.patient.map(uuid_text))
+            .bind(&transfer.doctor)
+            .bind(transfer.data.to_string())
+            .bind(transfer.created_at)
+            .bind(transfer.updated_at)
+            .fetch_one(&mut *tx)
+            .await?;
+            let stored = transfer_from_row(&row)?;
+            apply_effects(&mut tx, &effects).await?;
+            tx.commit().await?;
+            Ok(Outcome {
+                value: stored,
+                changed: true,
+            })
+        })
+    }
+
+    fn approve_transfer(
+        &self,
+        transfer: Transfer,
+        now: UnixMillis,
+        effects: Effects,
+    ) -> StoreFuture<'_, Transfer> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            let done = sqlx::query(
+                "UPDATE access_requests SET state = 'approved', decided_at = ?2 \
+                 WHERE id = ?1 AND state = 'pending' AND kind = 'transfer' AND expires_at > ?2",
+            )
+            .bind(uuid_text(transfer.id))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::conflict(
+                    ConflictKind::State,
+                    "not a pending, unexpired transfer request",
+                ));
+            }
+            let row = sqlx::query(concat!(
+                "INSERT INTO transfers (id, side, state, peer_fqdn, patient, doctor, data, \
+                 version, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8) RETURNING ",
+                transfer_cols!()
+            ))
+            .bind(uuid_text(transfer.id))
+            .bind(transfer.side.as_str())
+            .bind(&transfer.state)
+            .bind(&transfer.peer_fqdn)
+            .bind(transfer.patient.map(uuid_text))
+            .bind(&transfer.doctor)
+            .bind(transfer.data.to_string())
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            let stored = transfer_from_row(&row)?;
+            apply_effects(&mut tx, &effects).await?;
+            tx.commit().await?;
+            Ok(stored)
+        })
+    }
+
+    fn transfer(&self, id: Uuid) -> StoreFuture<'_, Option<Transfer>> {
+        Box::pin(async move {
+            let mut conn = self.pool.acquire().await?;
+            transfer_in(&mut conn, id).await
+        })
+    }
+
+    fn update_transfer(&self, next: Transfer, effects: Effects) -> StoreFuture<'_, Transfer> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            let row = sqlx::query(concat!(
+                "UPDATE transfers SET state = ?2, patient = ?3, data = ?4, \
+                 version = version + 1, updated_at = ?5 \
+                 WHERE id = ?1 AND version = ?6 RETURNING ",
+                transfer_cols!()
+            ))
+            .bind(uuid_text(next.id))
+            .bind(&next.state)
+            .bind(next.patient.map(uuid_text))
+            .bind(next.data.to_string())
+            .bind(next.updated_at)
+            .bind(next.version)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                return Err(match transfer_in(&mut tx, next.id).await? {
+                    None => StoreError::NotFound { what: "transfer" },
+                    Some(_) => StoreError::conflict(
+                        ConflictKind::State,
+                        "transfer changed since it was read",
+                    ),
+                });
+            };
+            let stored = transfer_from_row(&row)?;
+            apply_effects(&mut tx, &effects).await?;
+            tx.commit().await?;
+            Ok(stored)
+        })
+    }
+
+    fn transfers<'a>(
+        &'a self,
+        states: &'a [&'a str],
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<Transfer>> {
+        Box::pin(async move {
+            let states = serde_json::to_string(states).unwrap_or_else(|_| "[]".to_owned());
+            sqlx::query(concat!(
+                "SELECT ",
+                transfer_cols!(),
+                " FROM transfers WHERE json_array_length(?1) = 0 \
+                  OR state IN (SELECT value FROM json_each(?1)) \
+                  ORDER BY created_at DESC, id LIMIT ?2"
+            ))
+            .bind(states)
+            .bind(page(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(transfer_from_row)
+            .collect()
+        })
+    }
+
+    fn transfers_for_patient(&self, patient: Uuid) -> StoreFuture<'_, Vec<Transfer>> {
+        Box::pin(async move {
+            sqlx::query(concat!(
+                "SELECT ",
+                transfer_cols!(),
+                " FROM transfers WHERE patient = ?1 ORDER BY created_at DESC, id LIMIT ?2"
+            ))
+            .bind(uuid_text(patient))
+            .bind(page(MAX_PAGE))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(transfer_from_row)
+            .collect()
         })
     }
 }

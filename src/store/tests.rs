@@ -95,7 +95,7 @@ async fn open_creates_a_durable_wal_database() {
     assert!(busy >= 1000, "busy_timeout is {busy} ms");
 
     store.ping().await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 2);
+    assert_eq!(store.schema_version().await.unwrap(), 3);
 
     #[cfg(unix)]
     {
@@ -161,7 +161,7 @@ async fn migrations_are_applied_once_and_reported() {
     store.touch_peer("server2.example", 5).await.unwrap();
     store.close().await.unwrap();
     let store = open(&cfg(&path)).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 2);
+    assert_eq!(store.schema_version().await.unwrap(), 3);
     assert_eq!(store.peers().await.unwrap().len(), 1);
     let mut conn = raw(&path).await;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
@@ -273,7 +273,7 @@ async fn version_1_database(path: &Path) {
 
 #[tokio::test]
 async fn a_version_1_database_is_upgraded_to_version_2() {
-    assert_eq!(supported_schema_version(), 2);
+    assert_eq!(supported_schema_version(), 3);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mdgate.db");
     version_1_database(&path).await;
@@ -283,7 +283,7 @@ async fn a_version_1_database_is_upgraded_to_version_2() {
     assert_eq!(report.applied, vec![(2, "outgoing requests".to_owned())]);
     assert_eq!(report.current, 2);
     let store = open(&cfg(&path)).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 2);
+    assert_eq!(store.schema_version().await.unwrap(), 3);
     let patient = store.patient_by_upstream_id(42).await.unwrap().unwrap();
     let invitations = store
         .invitations_for_patient(patient.federation_id, 10)
@@ -322,7 +322,7 @@ async fn a_version_1_database_is_upgraded_to_version_2() {
     let path = dir.path().join("mdgate.db");
     version_1_database(&path).await;
     let store = open(&cfg(&path)).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 2);
+    assert_eq!(store.schema_version().await.unwrap(), 3);
     assert!(store.patient_by_upstream_id(42).await.unwrap().is_some());
 }
 

@@ -322,6 +322,28 @@ impl AccessMd {
         Ok(reply)
     }
 
+    /// Sends one request and returns the response with its body unread,
+    /// for lists too long to hold whole (a record's every vitals
+    /// measurement). Asks for no compression, so the body is the JSON
+    /// itself; the timeout covers the response head only.
+    pub async fn open(
+        &self,
+        request: &ApiRequest,
+        session: Option<&SessionCookie>,
+    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+        let route = request.route;
+        let mut http_request = self.build(request, session)?;
+        http_request.headers_mut().remove(header::ACCEPT_ENCODING);
+        match tokio::time::timeout(self.timeout, self.client.request(http_request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(source)) => Err(UpstreamError::Unreachable { route, source }),
+            Err(_) => Err(UpstreamError::Timeout {
+                route,
+                after: self.timeout,
+            }),
+        }
+    }
+
     /// R1: logs in with no cookie, so a successful answer always carries a
     /// fresh session. 403 is [`UpstreamError::CredentialsRejected`]; the
     /// 500 of a duplicated username is [`UpstreamError::DuplicateUsername`].

@@ -237,6 +237,29 @@ impl UpstreamIdentity {
         Ok(reply)
     }
 
+    /// Like [`call`](Self::call), but the body is left unread
+    /// ([`AccessMd::open`]) so that it can be streamed. A 401 is retried
+    /// once after a new login, as for `call`.
+    pub async fn open(
+        &self,
+        request: &ApiRequest,
+    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+        let (epoch, session) = self.session_for(None).await?;
+        let response = self.access.open(request, Some(&session)).await?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        drop(response);
+        let (_, session) = self.session_for(Some(epoch)).await?;
+        let response = self.access.open(request, Some(&session)).await?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            return Err(UpstreamError::Unauthorized {
+                route: request.route(),
+            });
+        }
+        Ok(response)
+    }
+
     /// Runs a typed operation as this account (see [`call`](Self::call)).
     pub async fn run<T>(&self, op: Op<T>) -> Result<T, UpstreamError> {
         let reply = self.call(op.request()).await?;

@@ -345,6 +345,26 @@ pub struct NewSymptom {
     pub note: Option<String>,
 }
 
+/// R5 body: a new patient account, with the keys the Android client
+/// sends. Debug never shows the password.
+#[derive(Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewPatientAccount<'a> {
+    pub username: &'a str,
+    pub password: &'a str,
+    pub telephone_number: Option<&'a str>,
+    pub first_name: Option<&'a str>,
+    pub last_name: Option<&'a str>,
+}
+
+impl std::fmt::Debug for NewPatientAccount<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewPatientAccount")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
 /// R13 body: the five vitals numbers, nothing else.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]

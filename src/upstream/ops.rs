@@ -32,15 +32,16 @@ use serde::Serialize;
 use super::access::{ApiRequest, Fault, Reply};
 use super::error::{describe_body, UpstreamError};
 use super::model::{
-    Answer, CodeBody, Doctor, MedicalProfile, NewQuestion, NewSymptom, Patient, ProfileUpdate,
-    Question, SecurityCode, Symptom, UpstreamId, Vitals, VitalsMeasurement, QUESTION_KEYS,
-    RECURRENCE_KEYS,
+    Answer, CodeBody, Doctor, MedicalProfile, NewPatientAccount, NewQuestion, NewSymptom, Patient,
+    ProfileUpdate, Question, SecurityCode, Symptom, UpstreamId, Vitals, VitalsMeasurement,
+    QUESTION_KEYS, RECURRENCE_KEYS,
 };
 
 /// access.md's text columns are Derby `VARCHAR(255)` (UTF-16 units).
 pub const MAX_TEXT: usize = 255;
 
 pub const R4: &str = "R4 GET /api/patient/doctor";
+pub const R5: &str = "R5 POST /api/patient/signup";
 pub const R6: &str = "R6 PUT /api/patient/profile";
 pub const R7: &str = "R7 GET /api/patient/profile";
 pub const R9: &str = "R9 GET /api/patient/question";
@@ -245,6 +246,44 @@ pub fn mint_code() -> Op<SecurityCode> {
     op(get(R11, "/api/patient/code".to_owned()), |reply| {
         json(reply, Unlinked::Never)
     })
+}
+
+/// What R5 did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignUp {
+    Created,
+    /// The username exists (400, empty body); nothing was created.
+    UsernameTaken,
+}
+
+/// R5 (public): creates a patient account. access.md returns no id: log in
+/// to learn it. The password is only borrowed for the request body.
+pub fn sign_up(account: &NewPatientAccount<'_>) -> Result<Op<SignUp>, UpstreamError> {
+    for (what, value) in [
+        ("username", Some(account.username)),
+        ("first name", account.first_name),
+        ("last name", account.last_name),
+        ("telephone number", account.telephone_number),
+    ] {
+        if value.is_some_and(|v| v.encode_utf16().count() > MAX_TEXT) {
+            return Err(UpstreamError::InvalidRequest {
+                route: R5,
+                what: format!("the {what} is longer than access.md stores"),
+            });
+        }
+    }
+    let bytes = serde_json::to_vec(account).map_err(|_| UpstreamError::InvalidRequest {
+        route: R5,
+        what: "cannot write the account as JSON".to_owned(),
+    })?;
+    let request = ApiRequest::fixed(R5, Method::POST, "/api/patient/signup".to_owned())
+        .json_body(Bytes::from(bytes));
+    Ok(op(request, |reply| {
+        if reply.status() == StatusCode::BAD_REQUEST && reply.body().is_empty() {
+            return Ok(SignUp::UsernameTaken);
+        }
+        empty(reply, Unlinked::Never).map(|()| SignUp::Created)
+    }))
 }
 
 /// R12: appends a symptom.
