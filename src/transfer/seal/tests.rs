@@ -164,6 +164,61 @@ fn open_by_the_doc(key: &[u8; KEY_LEN], sealed: &[u8]) -> Vec<u8> {
     plain
 }
 
+/// Writes the format as the module doc describes it, with ring's AES-GCM,
+/// ending with a full last chunk where the plaintext fills one (which this
+/// module's writer never does, and readers must accept).
+fn seal_by_the_doc(key: &[u8; KEY_LEN], plain: &[u8]) -> Vec<u8> {
+    let aead = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("key"));
+    let mut sealed = header(LOG2, &PREFIX).to_vec();
+    let mut chunks: Vec<&[u8]> = plain.chunks(C).collect();
+    if chunks.is_empty() {
+        chunks.push(b"");
+    }
+    let count = chunks.len();
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let last = i + 1 == count;
+        let frame = if last {
+            [&[0x01][..], &(chunk.len() as u32).to_be_bytes()].concat()
+        } else {
+            vec![0x00]
+        };
+        let mut nonce = [0; 12];
+        nonce[..7].copy_from_slice(&PREFIX);
+        nonce[7..11].copy_from_slice(&(i as u32).to_be_bytes());
+        nonce[11] = u8::from(last);
+        let aad = [&sealed[..HEADER_LEN], &frame].concat();
+        let mut body = chunk.to_vec();
+        aead.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut body,
+        )
+        .expect("ring seals");
+        sealed.extend_from_slice(&frame);
+        sealed.extend_from_slice(&body);
+    }
+    sealed
+}
+
+#[test]
+fn opener_reads_another_writer_with_a_full_last_chunk() {
+    for len in [0, 5, C, 3 * C] {
+        let plain = plaintext(len);
+        let sealed = seal_by_the_doc(&[0x42; KEY_LEN], &plain);
+        for piece in [1, 1000, usize::MAX] {
+            let (opened, summary) = open_in(&key(), &sealed, piece).expect("opens");
+            assert_eq!(opened, plain, "len {len} piece {piece}");
+            assert_eq!(summary.cipher_len, sealed.len() as u64);
+        }
+        let appended = [&sealed[..], b"x"].concat();
+        assert!(matches!(open(&appended), Err(SealError::TrailingData)));
+        assert!(matches!(
+            open(&sealed[..sealed.len() - 1]),
+            Err(SealError::Truncated)
+        ));
+    }
+}
+
 #[test]
 fn format_matches_the_module_doc() {
     for len in [0, 5, C, 2 * C + 9] {
