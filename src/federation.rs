@@ -9,6 +9,7 @@
 pub mod access;
 pub mod egress;
 pub mod outbox;
+pub mod transfer;
 
 use std::sync::Arc;
 
@@ -182,6 +183,12 @@ impl Federation {
                 };
                 ("revocation", result)
             }
+            (method, r) if r.starts_with("transfers/") => {
+                let result = self
+                    .transfer(access, peer, method, &r["transfers/".len()..], req)
+                    .await;
+                ("transfer", result)
+            }
             (_, wire::ACCESS_REQUESTS | wire::DECISIONS | wire::REVOCATIONS) => {
                 return ("unknown", Outcome::Refused(RequestError::MethodNotAllowed));
             }
@@ -190,6 +197,46 @@ impl Federation {
         match result {
             Ok(resp) => (class, Outcome::Response(resp)),
             Err(e) => (class, Outcome::Peer(e)),
+        }
+    }
+
+    /// `transfers/{id}`, `transfers/{id}/ciphertext`,
+    /// `transfers/{id}/confirmation`.
+    async fn transfer(
+        &self,
+        access: &Access,
+        peer: &crate::tls::PeerId,
+        method: Method,
+        rest: &str,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, PeerError> {
+        use transfer::peer as tp;
+        let (id, tail) = rest.split_once('/').unwrap_or((rest, ""));
+        let id = id
+            .parse::<Uuid>()
+            .map_err(|_| PeerError::new(StatusCode::NOT_FOUND, "unknown_transfer"))?;
+        let ok = |body: &transfer::wire::ReceiptMsg| json_response(StatusCode::OK, body);
+        match (method, tail) {
+            (Method::GET, "") => tp::status(access, peer, id).await.map(|r| ok(&r)),
+            (Method::PUT, "ciphertext") => {
+                let headers = req.headers().clone();
+                let body =
+                    access::peer::read_limited(req.into_body(), transfer::wire::PIECE).await?;
+                tp::piece(access, peer, id, &headers, body)
+                    .await
+                    .map(|r| ok(&r))
+            }
+            (Method::POST, "confirmation") => {
+                let msg = access::peer::read_json(req.into_body()).await?;
+                tp::confirmation(access, peer, id, msg)
+                    .await
+                    .map(|()| json_response(StatusCode::OK, &serde_json::json!({"ok": true})))
+            }
+            (_, "" | "ciphertext" | "confirmation") => Err(PeerError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+            )),
+            _ => Err(PeerError::new(StatusCode::NOT_FOUND, "unknown_route")),
         }
     }
 

@@ -295,6 +295,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
                 access.clone(),
                 shutdown_rx.clone(),
             ));
+            background.spawn(crate::federation::transfer::run(
+                access.clone(),
+                shutdown_rx.clone(),
+            ));
             let warm = access.clone();
             background.spawn(async move {
                 warm.parts().accounts.start().await;
@@ -461,6 +465,7 @@ fn build_access(
             resolver,
             own_cert,
             limits: config.access.clone(),
+            transfer_dir: crate::federation::transfer::spool_dir(&config.store),
             skew: keys.clock_skew,
             policy: config.policy.clone(),
             webhook,

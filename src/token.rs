@@ -29,7 +29,7 @@
 //! and ignores `crit`.
 
 pub mod grant;
-mod jws;
+pub mod jws;
 mod key;
 mod keydoc;
 pub mod publish;

@@ -13,4 +13,5 @@
 pub mod bundle;
 pub mod fhir;
 pub mod jsonarray;
+pub mod machine;
 pub mod seal;

@@ -235,6 +235,8 @@ pub struct AccessParts {
     /// This server's federation certificate (what server1 binds grants to).
     pub own_cert: Arc<crate::tls::CertReloader>,
     pub limits: crate::config::Access,
+    /// Where transfers keep their ciphertext and bundles (created on use).
+    pub transfer_dir: std::path::PathBuf,
     pub skew: Duration,
     pub policy: crate::policy::Policy,
     pub webhook: Option<crate::notify::Webhook>,
@@ -254,6 +256,10 @@ struct Inner {
     auditor: Auditor,
     /// Wakes the outbox worker when a message was queued.
     kick: tokio::sync::Notify,
+    /// Wakes the transfer worker.
+    transfer_kick: tokio::sync::Notify,
+    /// Transfers whose import runs in this process now.
+    importing: std::sync::Mutex<std::collections::HashSet<Uuid>>,
 }
 
 /// Milliseconds since the epoch of `t`.
@@ -264,16 +270,16 @@ pub fn millis(t: SystemTime) -> UnixMillis {
     }
 }
 
-fn now_ms() -> UnixMillis {
+pub(crate) fn now_ms() -> UnixMillis {
     millis(SystemTime::now())
 }
 
-fn duration_ms(d: Duration) -> i64 {
+pub(crate) fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Maps a store failure to the page error, logging the detail.
-fn internal(context: &'static str) -> impl Fn(StoreError) -> AccessError {
+pub(crate) fn internal(context: &'static str) -> impl Fn(StoreError) -> AccessError {
     move |e| {
         tracing::error!(error = %e, "{context}");
         match e {
@@ -283,7 +289,7 @@ fn internal(context: &'static str) -> impl Fn(StoreError) -> AccessError {
     }
 }
 
-fn upstream_error(e: UpstreamError) -> AccessError {
+pub(crate) fn upstream_error(e: UpstreamError) -> AccessError {
     match e {
         UpstreamError::Unauthorized { .. } => AccessError::SessionEnded,
         e if e.is_unavailable() => AccessError::UpstreamUnavailable,
@@ -294,7 +300,12 @@ fn upstream_error(e: UpstreamError) -> AccessError {
     }
 }
 
-fn audit(kind: &str, actor: &str, patient: Option<Uuid>, detail: serde_json::Value) -> AuditRecord {
+pub(crate) fn audit(
+    kind: &str,
+    actor: &str,
+    patient: Option<Uuid>,
+    detail: serde_json::Value,
+) -> AuditRecord {
     AuditRecord {
         at: now_ms(),
         kind: kind.to_owned(),
@@ -314,6 +325,8 @@ impl Access {
                 auditor,
                 grants: GrantCache::new(100_000),
                 kick: tokio::sync::Notify::new(),
+                transfer_kick: tokio::sync::Notify::new(),
+                importing: std::sync::Mutex::new(std::collections::HashSet::new()),
             }),
         }
     }
@@ -344,12 +357,47 @@ impl Access {
         self.inner.kick.notify_one();
     }
 
+    /// Wakes the transfer worker.
+    pub(crate) fn kick_transfers(&self) {
+        self.inner.transfer_kick.notify_one();
+    }
+
+    /// Waits until [`Access::kick_transfers`] or `timeout`.
+    pub(crate) async fn transfers_kicked(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.inner.transfer_kick.notified()).await;
+    }
+
+    /// Marks the import of `id` as running here; `false` if it already is.
+    pub(crate) fn start_import(&self, id: Uuid) -> bool {
+        self.inner
+            .importing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id)
+    }
+
+    pub(crate) fn end_import(&self, id: Uuid) {
+        self.inner
+            .importing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id);
+    }
+
+    pub(crate) fn is_importing(&self, id: Uuid) -> bool {
+        self.inner
+            .importing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&id)
+    }
+
     /// Waits until [`Access::kick`] or `timeout`.
     pub(crate) async fn kicked(&self, timeout: Duration) {
         let _ = tokio::time::timeout(timeout, self.inner.kick.notified()).await;
     }
 
-    fn address(&self, patient: Uuid) -> String {
+    pub(crate) fn address(&self, patient: Uuid) -> String {
         Address {
             patient,
             fqdn: self.fqdn().to_owned(),
@@ -358,7 +406,11 @@ impl Access {
     }
 
     /// A webhook event for `effects`, when a webhook is configured.
-    fn webhook(&self, event: &str, fields: serde_json::Value) -> Option<NewOutboxMessage> {
+    pub(crate) fn webhook(
+        &self,
+        event: &str,
+        fields: serde_json::Value,
+    ) -> Option<NewOutboxMessage> {
         self.inner.parts.webhook.as_ref()?;
         let now = now_ms();
         let mut body = serde_json::json!({
@@ -378,7 +430,7 @@ impl Access {
         })
     }
 
-    fn peer_message(
+    pub(crate) fn peer_message(
         &self,
         to: &str,
         path: &str,
@@ -390,7 +442,7 @@ impl Access {
 
     /// A message the worker takes only `delay_ms` from now (the caller
     /// sends it itself first).
-    fn peer_message_after(
+    pub(crate) fn peer_message_after(
         &self,
         to: &str,
         path: &str,
@@ -432,7 +484,10 @@ impl Access {
     }
 
     /// The patient row for an upstream id, created on first use.
-    async fn ensure_patient(&self, upstream_id: i64) -> Result<store::Patient, StoreError> {
+    pub(crate) async fn ensure_patient(
+        &self,
+        upstream_id: i64,
+    ) -> Result<store::Patient, StoreError> {
         let store = self.store();
         if let Some(p) = store.patient_by_upstream_id(upstream_id).await? {
             return Ok(p);
@@ -454,7 +509,10 @@ impl Access {
         }
     }
 
-    async fn patient_of(&self, user: &SignedInUser) -> Result<store::Patient, AccessError> {
+    pub(crate) async fn patient_of(
+        &self,
+        user: &SignedInUser,
+    ) -> Result<store::Patient, AccessError> {
         if user.role != upstream::Role::Patient {
             return Err(AccessError::WrongRole);
         }
@@ -547,7 +605,7 @@ impl Access {
     }
 
     /// The patient's pending request `id`, or why not.
-    async fn own_pending(
+    pub(crate) async fn own_pending(
         &self,
         patient: &store::Patient,
         id: Uuid,
@@ -668,20 +726,7 @@ impl Access {
             return Err(self.wrong_code(&req).await);
         }
 
-        // Can mdgate reach the patient upstream? If not, link now.
-        let accounts = &self.inner.parts.accounts;
-        let upstream_id = upstream::UpstreamId(patient.upstream_id);
-        if accounts.identity_for_patient(upstream_id).await.is_none() {
-            let session = user
-                .patient_session(&self.inner.parts.upstream)
-                .ok_or(AccessError::WrongRole)?;
-            match accounts.link_patient(&session).await {
-                Ok(outcome) => {
-                    tracing::info!(?outcome, "patient made reachable for federation");
-                }
-                Err(e) => return Err(link_error(e)),
-            }
-        }
+        self.ensure_reachable(user, &patient).await?;
 
         let cert = req.requester_cert_sha256.ok_or_else(|| {
             tracing::error!(request = %req.id, "request has no requester certificate");
@@ -747,7 +792,31 @@ impl Access {
         Ok(grant)
     }
 
-    async fn wrong_code(&self, req: &store::AccessRequest) -> AccessError {
+    /// Makes sure an upstream account mdgate holds reaches the patient,
+    /// linking them to the federation account with their own session
+    /// when none does.
+    pub(crate) async fn ensure_reachable(
+        &self,
+        user: &SignedInUser,
+        patient: &store::Patient,
+    ) -> Result<(), AccessError> {
+        let accounts = &self.inner.parts.accounts;
+        let upstream_id = upstream::UpstreamId(patient.upstream_id);
+        if accounts.identity_for_patient(upstream_id).await.is_none() {
+            let session = user
+                .patient_session(&self.inner.parts.upstream)
+                .ok_or(AccessError::WrongRole)?;
+            match accounts.link_patient(&session).await {
+                Ok(outcome) => {
+                    tracing::info!(?outcome, "patient made reachable for federation");
+                }
+                Err(e) => return Err(link_error(e)),
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn wrong_code(&self, req: &store::AccessRequest) -> AccessError {
         let max = self.inner.parts.limits.code_attempts;
         let voids = req.attempts + 1 >= max;
         let mut effects = Effects::none().with_audit(audit(
@@ -854,14 +923,14 @@ impl Access {
 
     // ------------------------------------------------------------- doctor
 
-    fn doctor_of(user: &SignedInUser) -> Result<(), AccessError> {
+    pub(crate) fn doctor_of(user: &SignedInUser) -> Result<(), AccessError> {
         if user.role != upstream::Role::Doctor {
             return Err(AccessError::WrongRole);
         }
         Ok(())
     }
 
-    fn doctor_address(&self, user: &SignedInUser) -> String {
+    pub(crate) fn doctor_address(&self, user: &SignedInUser) -> String {
         format!("{}@{}", user.username, self.fqdn())
     }
 
@@ -1138,11 +1207,11 @@ impl Access {
 }
 
 /// Compares two hashes without an early exit.
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn link_error(e: LinkError) -> AccessError {
+pub(crate) fn link_error(e: LinkError) -> AccessError {
     match e {
         LinkError::NoFederationAccount => AccessError::Unreachable {
             why: "This server cannot share your record yet: it has no federation account \

@@ -150,6 +150,15 @@ async fn to_peer(access: &Access, msg: &OutboxMessage) -> Attempt {
                 if msg.kind == wire::ACCESS_REQUESTS {
                     accepted(access, msg).await;
                 }
+                if msg.kind == super::transfer::wire::KIND_CONFIRMATION {
+                    if let Some(id) = msg
+                        .idempotency_key
+                        .strip_prefix("transfer-confirmation:")
+                        .and_then(|id| id.parse().ok())
+                    {
+                        super::transfer::peer::confirmed(access, id).await;
+                    }
+                }
                 Attempt::Delivered
             } else if status.is_client_error()
                 && status != StatusCode::REQUEST_TIMEOUT
@@ -197,6 +206,10 @@ async fn refused(access: &Access, msg: &OutboxMessage, reason: &str) {
         return;
     }
     let Some(id) = request_id(msg) else { return };
+    if super::transfer::peer::is_target(access, id).await {
+        super::transfer::request_refused(access, id, reason).await;
+        return;
+    }
     let update = OutgoingUpdate {
         state: OutgoingState::Failed,
         reason: Some(reason.chars().take(200).collect()),

@@ -52,11 +52,11 @@ impl PeerError {
         }
     }
 
-    fn bad(reason: &'static str) -> PeerError {
+    pub fn bad(reason: &'static str) -> PeerError {
         PeerError::new(StatusCode::BAD_REQUEST, reason)
     }
 
-    fn internal() -> PeerError {
+    pub fn internal() -> PeerError {
         PeerError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
     }
 
@@ -458,8 +458,22 @@ pub async fn accept_decision(
         .outgoing_request(msg.request)
         .await
         .map_err(store_failed("cannot read the request"))?
-        .filter(|r| r.server_fqdn == peer.fqdn())
-        .ok_or(PeerError::new(StatusCode::NOT_FOUND, "unknown_request"))?;
+        .filter(|r| r.server_fqdn == peer.fqdn());
+    let Some(row) = row else {
+        // A transfer's decision carries no token.
+        if msg.token.is_none()
+            && crate::federation::transfer::peer::is_target(access, msg.request).await
+        {
+            return crate::federation::transfer::peer::decision(
+                access,
+                peer,
+                msg.request,
+                &msg.state,
+            )
+            .await;
+        }
+        return Err(PeerError::new(StatusCode::NOT_FOUND, "unknown_request"));
+    };
     let (state, grant) = match msg.state.as_str() {
         "approved" => {
             let token = msg
