@@ -499,6 +499,9 @@ impl Running {
     /// timeout), then returns.
     pub async fn shutdown(mut self) {
         self.readiness.draining.store(true, Ordering::Release);
+        if let Some(access) = &self.access {
+            access.halt();
+        }
         let _ = self.shutdown_tx.send(true);
         let workers = std::mem::take(&mut self.workers);
         let joined = tokio::task::spawn_blocking(move || {

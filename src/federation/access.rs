@@ -258,6 +258,8 @@ struct Inner {
     kick: tokio::sync::Notify,
     /// Wakes the transfer worker.
     transfer_kick: tokio::sync::Notify,
+    /// Set when the server stops: long-running work (imports) ends.
+    halted: std::sync::atomic::AtomicBool,
     /// Transfers whose import runs in this process now.
     importing: std::sync::Mutex<std::collections::HashSet<Uuid>>,
 }
@@ -327,6 +329,7 @@ impl Access {
                 kick: tokio::sync::Notify::new(),
                 transfer_kick: tokio::sync::Notify::new(),
                 importing: std::sync::Mutex::new(std::collections::HashSet::new()),
+                halted: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -365,6 +368,17 @@ impl Access {
     /// Waits until [`Access::kick_transfers`] or `timeout`.
     pub(crate) async fn transfers_kicked(&self, timeout: Duration) {
         let _ = tokio::time::timeout(timeout, self.inner.transfer_kick.notified()).await;
+    }
+
+    /// The server is stopping: background work ends at its next step.
+    pub fn halt(&self) {
+        self.inner
+            .halted
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub(crate) fn halted(&self) -> bool {
+        self.inner.halted.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Marks the import of `id` as running here; `false` if it already is.

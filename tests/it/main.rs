@@ -17,5 +17,6 @@ mod peertools;
 mod process;
 mod proxy;
 mod support;
+mod transfer;
 mod upstream;
 mod web;

@@ -384,7 +384,9 @@ pub(crate) async fn peer_key(
 
 fn seal_refusal(e: SealError) -> HandOverError {
     let reason = match &e {
-        SealError::WrongKey => "wrong_key",
+        // The approval already matched the key's fingerprint: a first
+        // chunk that does not open is damage, not a wrong key.
+        SealError::WrongKey => "ciphertext_damaged",
         SealError::Damaged { .. } | SealError::Header | SealError::TrailingData => {
             "ciphertext_damaged"
         }
@@ -610,6 +612,9 @@ async fn import(
             return Err(bad);
         }
         for w in pending.drain(..) {
+            if access.halted() {
+                return Err("the server is stopping".to_owned());
+            }
             write_one(session, &w).await.map_err(|e| e.to_string())?;
             match w {
                 Write::Profile(_) => done.profile += 1,
