@@ -157,6 +157,27 @@ enum Command {
         #[command(subcommand)]
         action: AuditCommand,
     },
+    /// Patient transfers on this server, and what is left to do upstream.
+    Transfers {
+        #[command(subcommand)]
+        action: TransfersCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TransfersCommand {
+    /// List every transfer (both directions), newest first.
+    List {
+        #[arg(
+            short = 'c',
+            long = "config",
+            default_value = "/etc/mdgate/mdgate.toml"
+        )]
+        config: PathBuf,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -325,6 +346,7 @@ fn main() -> ExitCode {
             check_peer(&cfg, &args, json)
         }
         Command::Audit { action } => audit(action),
+        Command::Transfers { action } => transfers(action),
         Command::Demo { dir, once } => {
             // Quiet by default; MDGATE_LOG (a tracing filter) to see more.
             mdgate::logging::init(&config::Log {
@@ -423,6 +445,57 @@ fn check_peer(
 
 /// `mdgate audit ...`: the store named by the configuration, opened as
 /// `serve` opens it.
+fn transfers(action: TransfersCommand) -> ExitCode {
+    let TransfersCommand::List { config: path, json } = action;
+    let cfg = match config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{}", e.report());
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let config::Store::Sqlite { path: db } = &cfg.store;
+    if !db.exists() {
+        eprintln!(
+            "mdgate: transfers: no store at {} (check [store] path)",
+            db.display()
+        );
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    run_async(async {
+        let store = mdgate::store::open(&cfg.store)
+            .await
+            .map_err(|e| format!("transfers: {e}"))?;
+        let rows = mdgate::federation::transfer::admin_list(&*store)
+            .await
+            .map_err(|e| format!("transfers: {e}"))?;
+        for r in &rows {
+            if json {
+                println!("{r}");
+                continue;
+            }
+            let s = |k: &str| r[k].as_str().unwrap_or("-").to_owned();
+            println!(
+                "{}  {:6}  {:10}  {}  {} -> {}",
+                s("id"),
+                s("side"),
+                s("state"),
+                s("peer"),
+                s("old_address"),
+                s("new_address")
+            );
+            let todo = s("todo");
+            if !todo.is_empty() {
+                println!("    {todo}");
+            }
+        }
+        if rows.is_empty() && !json {
+            println!("no transfers");
+        }
+        Ok(())
+    })
+}
+
 fn audit(action: AuditCommand) -> ExitCode {
     use mdgate::audit;
     let path = match &action {

@@ -574,3 +574,53 @@ pub(crate) async fn identity_for(
         .identity_for_patient(upstream::UpstreamId(upstream_id))
         .await
 }
+
+/// One line of `mdgate transfers list`: where a transfer stands and what
+/// the admin is left to do upstream.
+pub async fn admin_list(
+    store: &dyn crate::store::Store,
+) -> Result<Vec<serde_json::Value>, StoreError> {
+    let mut out = Vec::new();
+    for t in store.transfers(&[], store::MAX_PAGE).await? {
+        let data = TransferData::of(&t);
+        let upstream_id = match (t.side, t.patient) {
+            (TransferSide::Source, Some(fid)) => store.patient(fid).await?.map(|p| p.upstream_id),
+            _ => data.upstream_id,
+        };
+        let todo = match (t.side, t.state.as_str()) {
+            (TransferSide::Source, source::MOVED) => format!(
+                "access.md has no delete route: the old record (patient id {}) is still \
+                 upstream; delete it or keep it under your retention rules. Federation \
+                 requests for it are refused with the redirect.",
+                upstream_id.map_or("?".to_owned(), |i| i.to_string())
+            ),
+            (TransferSide::Source, source::DELIVERED) => {
+                "waiting for the patient to hand over the key at the new home".to_owned()
+            }
+            (TransferSide::Target, target::RECEIVED) => {
+                "waiting for the patient to hand over the key here".to_owned()
+            }
+            (TransferSide::Target, target::IMPORTING) => {
+                "import interrupted or running; the patient resumes it by signing in on the \
+                 hand-over page"
+                    .to_owned()
+            }
+            _ => String::new(),
+        };
+        out.push(serde_json::json!({
+            "id": t.id,
+            "side": t.side.as_str(),
+            "state": t.state,
+            "peer": t.peer_fqdn,
+            "doctor": t.doctor,
+            "old_address": data.patient_address,
+            "new_address": data.new_address,
+            "upstream_patient_id": upstream_id,
+            "imported": data.imported,
+            "reason": data.reason,
+            "updated_at": t.updated_at,
+            "todo": todo,
+        }));
+    }
+    Ok(out)
+}

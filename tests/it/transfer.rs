@@ -407,6 +407,19 @@ async fn the_record_moves_checks_every_refusal_and_leaves_a_redirect() {
         .unwrap();
     assert_ne!(again.state, "pending");
     assert!(!sealed.with_file_name(format!("{id}.sealed")).exists() || two.dir.exists());
+
+    // The admin's list says what is left upstream.
+    let store = mdgate::store::open(&mdgate::config::load(&one.config_path).unwrap().store)
+        .await
+        .unwrap();
+    let rows = transfer::admin_list(&*store).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["state"], "moved");
+    assert!(rows[0]["todo"]
+        .as_str()
+        .unwrap()
+        .contains("no delete route"));
+    assert_eq!(rows[0]["new_address"], new_address.as_str());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
