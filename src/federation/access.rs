@@ -1208,14 +1208,24 @@ impl Access {
                 address.patient.as_hyphenated()),
         })];
         let mut aliases = Vec::new();
+        let mut properties = serde_json::Map::new();
         if let Some(moved) = &patient.moved_to {
             links.push(serde_json::json!({"rel": "https://mdgate.org/rel/moved-to", "href": format!("acct:{moved}")}));
             aliases.push(format!("acct:{moved}"));
+            if let Some(token) =
+                crate::federation::transfer::moved_token(self, &address.to_string(), moved)
+            {
+                properties.insert(
+                    "https://mdgate.org/ns/moved-proof".to_owned(),
+                    serde_json::Value::String(token),
+                );
+            }
         }
         Ok(Some(serde_json::json!({
             "subject": subject,
             "aliases": aliases,
             "links": links,
+            "properties": properties,
         })))
     }
 }

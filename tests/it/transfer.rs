@@ -388,6 +388,19 @@ async fn the_record_moves_checks_every_refusal_and_leaves_a_redirect() {
         .unwrap()
         .unwrap();
     assert_eq!(jrd["aliases"][0], format!("acct:{new_address}"));
+    let proof = jrd["properties"]["https://mdgate.org/ns/moved-proof"]
+        .as_str()
+        .expect("a signed redirect");
+    let expect =
+        mdgate::token::jws::Expect::typ(transfer::wire::MOVED_TYP, Duration::from_secs(60));
+    let claims: transfer::wire::MovedClaims = mdgate::token::jws::parse(proof, &expect)
+        .unwrap()
+        .peek_unverified()
+        .unwrap();
+    assert_eq!(
+        (claims.sub.as_str(), claims.moved_to.as_str()),
+        (old_address.as_str(), new_address.as_str())
+    );
     let err = access(two)
         .remote_read(&doctor, req.id, mdgate::policy::RouteId::Profile)
         .await

@@ -38,6 +38,8 @@ pub struct PeerError {
     pub reason: &'static str,
     /// For `patient_moved`: the new address.
     pub moved_to: Option<String>,
+    /// For `patient_moved`: the redirect signed by this server.
+    pub redirect: Option<String>,
     /// For time errors: the skew observed, in seconds.
     pub skew_seconds: Option<i64>,
 }
@@ -48,6 +50,7 @@ impl PeerError {
             status,
             reason,
             moved_to: None,
+            redirect: None,
             skew_seconds: None,
         }
     }
@@ -65,6 +68,7 @@ impl PeerError {
         ErrorMsg {
             error: self.reason.to_owned(),
             moved_to: self.moved_to.clone(),
+            redirect: self.redirect.clone(),
             skew_seconds: self.skew_seconds,
         }
     }
@@ -176,6 +180,11 @@ pub async fn accept_request(
         .ok_or(PeerError::new(StatusCode::NOT_FOUND, "unknown_patient"))?;
     if let Some(to) = patient.moved_to {
         let mut e = PeerError::new(StatusCode::GONE, "patient_moved");
+        e.redirect = crate::federation::transfer::moved_token(
+            access,
+            &access.address(patient.federation_id),
+            &to,
+        );
         e.moved_to = Some(to);
         return Err(e);
     }

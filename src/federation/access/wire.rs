@@ -86,6 +86,9 @@ pub struct ErrorMsg {
     pub error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moved_to: Option<String>,
+    /// With `moved_to`: a JWS (`mdgate-moved+jwt`) by the old home.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skew_seconds: Option<i64>,
 }
