@@ -18,7 +18,10 @@
 //! * `session`: the cookie, the bounded expiring session map, CSRF tokens.
 //! * `form`: the checks every POST passes, and form/query parsing.
 //! * `html`: escaping, the page frame, formatters.
-//! * `patient`, `doctor`, `record`: the pages themselves.
+//! * `patient`, `doctor`, `record`, `transfer`: the pages themselves.
+//!   The transfer's hand-over page (`/federation/transfer/{id}`) is the
+//!   one page without a session: its POST passes the origin and body
+//!   checks but has no CSRF token (no session to bind it to).
 //! * `backend`: the [`Backend`] trait the pages call ([`Access`] implements it).
 //!
 //! Nothing here logs a password, a session id, a CSRF token, a request
