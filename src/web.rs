@@ -18,7 +18,10 @@
 //! * `session`: the cookie, the bounded expiring session map, CSRF tokens.
 //! * `form`: the checks every POST passes, and form/query parsing.
 //! * `html`: escaping, the page frame, formatters.
-//! * `patient`, `doctor`, `record`: the pages themselves.
+//! * `patient`, `doctor`, `record`, `transfer`: the pages themselves.
+//!   The transfer's hand-over page (`/federation/transfer/{id}`) is the
+//!   one page without a session: its POST passes the origin and body
+//!   checks but has no CSRF token (no session to bind it to).
 //! * `backend`: the [`Backend`] trait the pages call ([`Access`] implements it).
 //!
 //! Nothing here logs a password, a session id, a CSRF token, a request
@@ -54,6 +57,7 @@ pub mod html;
 mod patient;
 mod record;
 pub mod session;
+mod transfer;
 
 #[cfg(test)]
 mod tests;
@@ -96,6 +100,19 @@ pub enum Route {
     DoctorRequest(Uuid),
     Record(Uuid, RouteId),
     Ask(Uuid),
+    /// `POST /federation/patient/transfers/{id}/approve`: the patient
+    /// approves a transfer request with the code and their browser's key.
+    ApproveTransfer(Uuid),
+    /// `POST /federation/doctor/transfers`: the doctor starts a transfer.
+    StartTransfer,
+    DoctorTransfer(Uuid),
+    /// The kept bundle as JSON lines.
+    BundleJsonl(Uuid),
+    /// The kept bundle as a FHIR R4 collection Bundle.
+    BundleFhir(Uuid),
+    /// `/federation/transfer/{id}`: the new home's hand-over page, the
+    /// only page without a session (the patient has no account yet).
+    HandOver(Uuid),
     WebFinger,
 }
 
@@ -107,6 +124,8 @@ enum Methods {
     Post,
     /// A POST target that answers GET with a redirect to its form.
     PostOrRedirect(&'static str),
+    /// A page that is also its own form's target.
+    GetOrPost,
 }
 
 impl Route {
@@ -118,11 +137,18 @@ impl Route {
             | Route::Doctor
             | Route::DoctorRequest(_)
             | Route::Record(..)
+            | Route::DoctorTransfer(_)
+            | Route::BundleJsonl(_)
+            | Route::BundleFhir(_)
             | Route::WebFinger => Methods::Get,
             Route::SignIn => Methods::PostOrRedirect("/federation/"),
-            Route::StartRequest => Methods::PostOrRedirect("/federation/doctor"),
+            Route::StartRequest | Route::StartTransfer => {
+                Methods::PostOrRedirect("/federation/doctor")
+            }
+            Route::HandOver(_) => Methods::GetOrPost,
             Route::SignOut
             | Route::NewInvitation
+            | Route::ApproveTransfer(_)
             | Route::Approve(_)
             | Route::Deny(_)
             | Route::Revoke(_)
@@ -171,6 +197,12 @@ pub fn resolve(path: &str) -> Option<Route> {
             Route::Record(uuid_segment(id)?, record_route(part)?)
         }
         ["doctor", "requests", id, "questions"] => Route::Ask(uuid_segment(id)?),
+        ["patient", "transfers", id, "approve"] => Route::ApproveTransfer(uuid_segment(id)?),
+        ["doctor", "transfers"] => Route::StartTransfer,
+        ["doctor", "transfers", id] => Route::DoctorTransfer(uuid_segment(id)?),
+        ["doctor", "transfers", id, "bundle.jsonl"] => Route::BundleJsonl(uuid_segment(id)?),
+        ["doctor", "transfers", id, "bundle.fhir.json"] => Route::BundleFhir(uuid_segment(id)?),
+        ["transfer", id] => Route::HandOver(uuid_segment(id)?),
         _ => return None,
     })
 }
@@ -424,6 +456,9 @@ impl Web {
         if route == Route::Bare {
             return Reply::redirect(PREFIX);
         }
+        if let Route::HandOver(id) = route {
+            return self.hand_over_route(tls, listener, id, &parts, body).await;
+        }
 
         let headers = &parts.headers;
         let session_id = session::read_cookie(headers, CookieKind::Session.name(tls));
@@ -483,10 +518,16 @@ impl Web {
                     Route::DoctorRequest(id) => self.doctor_request(&ctx, &session, id).await,
                     Route::Record(id, part) => self.record(&ctx, &session, id, part).await,
                     Route::Ask(id) => self.ask(&ctx, &session, id).await,
+                    Route::ApproveTransfer(id) => self.approve_transfer(&ctx, &session, id).await,
+                    Route::StartTransfer => self.start_transfer(&ctx, &session).await,
+                    Route::DoctorTransfer(id) => self.doctor_transfer(&ctx, &session, id).await,
+                    Route::BundleJsonl(id) => self.bundle_jsonl(&ctx, &session, id).await,
+                    Route::BundleFhir(id) => self.bundle_fhir(&ctx, &session, id).await,
                     Route::Bare
                     | Route::Index
                     | Route::SignIn
                     | Route::SignOut
+                    | Route::HandOver(_)
                     | Route::WebFinger => Ok(not_found()),
                 };
                 match reply {

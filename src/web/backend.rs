@@ -1,7 +1,12 @@
 //! What the pages need from the access flow, as a trait: [`Access`] in
 //! production, a fake in the unit tests (which then exercise routing,
 //! sessions and CSRF without an access.md or a store).
+//!
+//! The transfer methods have default bodies ("nothing here") so that a
+//! fake only overrides what its test drives; [`Access`] overrides them
+//! all with [`crate::federation::transfer`]'s functions.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -9,6 +14,7 @@ use uuid::Uuid;
 use crate::federation::access::{
     Access, AccessError, DoctorRequest, NewInvitation, PatientOverview,
 };
+use crate::federation::transfer::{self, HandOver, HandOverError, TransferView};
 use crate::policy::{Role, RouteId};
 use crate::store;
 use crate::upstream::{NewQuestion, Secret, SignInError, SignedInUser};
@@ -57,6 +63,58 @@ pub trait Backend: Send + Sync + 'static {
         question: &NewQuestion,
     ) -> Result<(), AccessError>;
     async fn webfinger(&self, resource: &str) -> Result<Option<serde_json::Value>, AccessError>;
+
+    // ------------------------------------------------------- transfers
+
+    async fn start_transfer(
+        &self,
+        _user: &SignedInUser,
+        _payload: &str,
+    ) -> Result<TransferView, AccessError> {
+        Err(AccessError::NotFound)
+    }
+    async fn doctor_transfers(
+        &self,
+        _user: &SignedInUser,
+    ) -> Result<Vec<TransferView>, AccessError> {
+        Ok(Vec::new())
+    }
+    async fn doctor_transfer(
+        &self,
+        _user: &SignedInUser,
+        _id: Uuid,
+    ) -> Result<TransferView, AccessError> {
+        Err(AccessError::NotFound)
+    }
+    /// The kept plaintext bundle (JSON lines) of an imported transfer.
+    async fn doctor_bundle(&self, _user: &SignedInUser, _id: Uuid) -> Result<PathBuf, AccessError> {
+        Err(AccessError::NotFound)
+    }
+    async fn approve_transfer(
+        &self,
+        _user: &SignedInUser,
+        _request: Uuid,
+        _code: &str,
+        _key: &str,
+    ) -> Result<TransferView, AccessError> {
+        Err(AccessError::NotFound)
+    }
+    async fn patient_transfers(
+        &self,
+        _user: &SignedInUser,
+    ) -> Result<Vec<TransferView>, AccessError> {
+        Ok(Vec::new())
+    }
+    /// The new home's transfer `id`, for the sign-in-free hand-over page.
+    async fn handover_view(&self, _id: Uuid) -> Result<TransferView, AccessError> {
+        Err(AccessError::NotFound)
+    }
+    fn import_running(&self, _id: Uuid) -> bool {
+        false
+    }
+    async fn hand_over(&self, _id: Uuid, _form: HandOver) -> Result<(), HandOverError> {
+        Err(HandOverError::NotFound)
+    }
 }
 
 #[async_trait::async_trait]
@@ -137,5 +195,61 @@ impl Backend for Access {
 
     async fn webfinger(&self, resource: &str) -> Result<Option<serde_json::Value>, AccessError> {
         Access::webfinger(self, resource).await
+    }
+
+    async fn start_transfer(
+        &self,
+        user: &SignedInUser,
+        payload: &str,
+    ) -> Result<TransferView, AccessError> {
+        transfer::start(self, user, payload).await
+    }
+
+    async fn doctor_transfers(
+        &self,
+        user: &SignedInUser,
+    ) -> Result<Vec<TransferView>, AccessError> {
+        transfer::doctor_transfers(self, user).await
+    }
+
+    async fn doctor_transfer(
+        &self,
+        user: &SignedInUser,
+        id: Uuid,
+    ) -> Result<TransferView, AccessError> {
+        transfer::doctor_transfer(self, user, id).await
+    }
+
+    async fn doctor_bundle(&self, user: &SignedInUser, id: Uuid) -> Result<PathBuf, AccessError> {
+        transfer::doctor_bundle(self, user, id).await
+    }
+
+    async fn approve_transfer(
+        &self,
+        user: &SignedInUser,
+        request: Uuid,
+        code: &str,
+        key: &str,
+    ) -> Result<TransferView, AccessError> {
+        transfer::approve(self, user, request, code, key).await
+    }
+
+    async fn patient_transfers(
+        &self,
+        user: &SignedInUser,
+    ) -> Result<Vec<TransferView>, AccessError> {
+        transfer::patient_transfers(self, user).await
+    }
+
+    async fn handover_view(&self, id: Uuid) -> Result<TransferView, AccessError> {
+        transfer::handover_view(self, id).await
+    }
+
+    fn import_running(&self, id: Uuid) -> bool {
+        transfer::import_running(self, id)
+    }
+
+    async fn hand_over(&self, id: Uuid, form: HandOver) -> Result<(), HandOverError> {
+        transfer::hand_over(self, id, form).await.map(|_| ())
     }
 }

@@ -25,7 +25,7 @@ use crate::upstream::{NewQuestion, QuestionType};
 /// Seconds between reloads of a request page while it is open.
 pub const OPEN_REFRESH: u32 = 5;
 /// The longest payload accepted (a QR payload is about 100 characters).
-const MAX_PAYLOAD_LEN: usize = 1024;
+pub(crate) const MAX_PAYLOAD_LEN: usize = 1024;
 /// The duration preselected on the request form (or the limit, if lower).
 const DEFAULT_DURATION: Duration = Duration::from_secs(7 * 86_400);
 
@@ -91,10 +91,12 @@ pub(crate) struct Typed {
     pub payload: String,
     pub role: Option<Role>,
     pub duration: Option<Duration>,
+    /// Whether `payload` was typed in the transfer form.
+    pub transfer: bool,
 }
 
 impl Web {
-    fn is_doctor(session: &Session) -> bool {
+    pub(crate) fn is_doctor(session: &Session) -> bool {
         session.user.role == crate::upstream::Role::Doctor
     }
 
@@ -109,6 +111,7 @@ impl Web {
             return Ok(wrong_page(self, ctx, session, "/federation/patient"));
         }
         let requests = self.backend.doctor_requests(&session.user).await?;
+        let transfers = self.backend.doctor_transfers(&session.user).await?;
         let (problem, typed) = match problem {
             Some((p, t)) => (Some(p), t),
             None => (None, Typed::default()),
@@ -137,7 +140,7 @@ impl Web {
              <video id=\"scan-video\" hidden playsinline muted></video>\
              <p id=\"scan-status\" class=\"muted\" role=\"status\"></p>\
              <label for=\"role\">Role</label><select id=\"role\" name=\"role\">",
-            esc(&typed.payload)
+            esc(if typed.transfer { "" } else { &typed.payload })
         );
         let role = typed.role.unwrap_or(Role::Viewer);
         for r in Role::ALL {
@@ -172,6 +175,13 @@ impl Web {
         }
         b.push_str("</select><button type=\"submit\">Send the request</button></form>");
         requests_table(&requests, &mut b);
+        let transfer_payload = if typed.transfer {
+            typed.payload.as_str()
+        } else {
+            ""
+        };
+        super::transfer::start_form(&self.token(ctx), transfer_payload, &mut b);
+        super::transfer::transfers_table(&transfers, &mut b);
         let mut page = Page::new("Ask to read a record", b);
         page.script = Some(SCAN_JS);
         let status = problem.map_or(StatusCode::OK, |p| p.status);
@@ -196,6 +206,7 @@ impl Web {
                 .and_then(|d| d.parse::<u64>().ok())
                 .filter(|s| *s > 0)
                 .map(Duration::from_secs),
+            transfer: false,
         };
         let checked = if typed.payload.is_empty() {
             Err(AccessError::BadInput("paste or scan the patient's code"))

@@ -1,6 +1,8 @@
 //! The patient's page (`/federation/patient`) and its actions: a QR code
 //! to show the doctor, pending requests approved with the doctor's code
-//! (or denied), the grants with revoke buttons, and the access log.
+//! (or denied), the grants with revoke buttons, and the access log. A
+//! pending request of kind transfer gets its own card (see
+//! [`super::transfer`]), and the patient's moves away are listed.
 //!
 //! The page reloads itself every [`WAIT_REFRESH`] seconds only while
 //! nothing is pending and the QR code shown is live (the patient is
@@ -18,8 +20,9 @@ use super::html::{self, esc, Page};
 use super::session::{Session, ShownInvitation};
 use super::{now_ms, Ctx, Reply, Web};
 use crate::federation::access::{AccessError, NewInvitation, PatientOverview};
+use crate::federation::transfer::TransferView;
 use crate::policy::Role;
-use crate::store::{AuditEntry, Grant};
+use crate::store::{AuditEntry, Grant, RequestKind};
 
 /// Seconds between reloads while the patient waits for a request.
 pub const WAIT_REFRESH: u32 = 15;
@@ -27,7 +30,7 @@ pub const WAIT_REFRESH: u32 = 15;
 const INVITATION_MARGIN_MS: i64 = 60_000;
 /// The longest code accepted in the form (codes are 10 symbols, typed
 /// with spaces or dashes).
-const MAX_CODE_LEN: usize = 64;
+pub(crate) const MAX_CODE_LEN: usize = 64;
 
 /// Grant lengths offered, shortest first; a list is cut at the limit and
 /// ends with the limit itself.
@@ -77,6 +80,7 @@ impl Web {
             return Ok(wrong_page(self, ctx, session, "/federation/doctor"));
         }
         let overview = self.backend.patient_overview(&session.user).await?;
+        let transfers = self.backend.patient_transfers(&session.user).await?;
         let now = now_ms();
         // The first visit of a session gets a code at once; an expired one
         // is not replaced behind the patient's back (an open tab would
@@ -121,6 +125,7 @@ impl Web {
         let notice = session.take_notice();
         let view = View {
             overview: &overview,
+            transfers: &transfers,
             invitation: invitation.as_ref(),
             invitation_error: invitation_error.as_deref(),
             csrf: &self.token(ctx),
@@ -318,6 +323,8 @@ pub(crate) fn wrong_page(web: &Web, ctx: &Ctx, session: &Session, home: &str) ->
 /// Everything the patient's page shows.
 pub(crate) struct View<'a> {
     pub overview: &'a PatientOverview,
+    /// The patient's moves away from this server, newest first.
+    pub transfers: &'a [TransferView],
     pub invitation: Option<&'a NewInvitation>,
     pub invitation_error: Option<&'a str>,
     pub csrf: &'a str,
@@ -349,9 +356,15 @@ impl View<'_> {
             self.pending(&mut b);
             self.share(&mut b);
         }
+        super::transfer::moves(self.transfers, &mut b);
         self.grants(&mut b);
         self.log(&mut b);
         let mut page = Page::new("Sharing your record", b);
+        let moving = !self.transfers.is_empty()
+            || ov.pending.iter().any(|r| r.kind == RequestKind::Transfer);
+        if moving {
+            page.script = Some(super::transfer::PATIENT_JS);
+        }
         let waiting = ov.pending.is_empty()
             && self.invitation.is_some_and(|i| i.expires_at > self.now)
             && self.problem.is_none();
@@ -415,6 +428,14 @@ impl View<'_> {
             );
         }
         for r in &ov.pending {
+            if r.kind == RequestKind::Transfer {
+                let problem = self
+                    .problem
+                    .filter(|p| p.request == Some(r.id))
+                    .map(|p| p.text.as_str());
+                super::transfer::pending_card(r, self.csrf, problem, b);
+                continue;
+            }
             let id = r.id.hyphenated().to_string();
             let asked_role = r.role.parse::<Role>().ok();
             let asked = Duration::from_millis(u64::try_from(r.duration_ms).unwrap_or(0));

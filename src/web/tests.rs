@@ -19,8 +19,10 @@ use super::session::{self, CookieKind, Csrf, SessionId, Sessions};
 use super::*;
 use crate::dns::ManualClock;
 use crate::federation::access::{DoctorRequest, NewInvitation, PatientOverview};
+use crate::federation::transfer::{HandOver, HandOverError, TransferData, TransferView};
 use crate::policy::Role;
 use crate::store;
+use crate::transfer::machine::{source, target};
 use crate::upstream::{NewQuestion, SessionCookie, SignedInUser, UpstreamError, UpstreamId};
 
 // ------------------------------------------------------------ helpers
@@ -111,6 +113,24 @@ fn resolves_routes_from_exact_paths() {
             Route::Ask(id),
         ),
         ("/.well-known/webfinger", Route::WebFinger),
+        (
+            &format!("/federation/patient/transfers/{s}/approve"),
+            Route::ApproveTransfer(id),
+        ),
+        ("/federation/doctor/transfers", Route::StartTransfer),
+        (
+            &format!("/federation/doctor/transfers/{s}"),
+            Route::DoctorTransfer(id),
+        ),
+        (
+            &format!("/federation/doctor/transfers/{s}/bundle.jsonl"),
+            Route::BundleJsonl(id),
+        ),
+        (
+            &format!("/federation/doctor/transfers/{s}/bundle.fhir.json"),
+            Route::BundleFhir(id),
+        ),
+        (&format!("/federation/transfer/{s}"), Route::HandOver(id)),
     ];
     for (path, want) in good {
         assert_eq!(resolve(path), Some(want), "{path}");
@@ -130,6 +150,12 @@ fn resolves_routes_from_exact_paths() {
         &format!("/federation/doctor/requests/{s}/record/"),
         "/federation/doctor/requests/not-a-uuid",
         "/federation/v1/records",
+        "/federation/transfer/",
+        &format!("/federation/transfer/{upper}"),
+        &format!("/federation/transfer/{s}/"),
+        &format!("/federation/doctor/transfers/{s}/bundle.json"),
+        &format!("/federation/doctor/transfers/{s}/bundle.jsonl/"),
+        &format!("/federation/patient/transfers/{s}"),
     ] {
         assert_eq!(resolve(path), None, "{path}");
     }
@@ -581,6 +607,12 @@ struct FakeState {
     requests: Vec<DoctorRequest>,
     invitations: u32,
     asked: Vec<String>,
+    /// Transfers: the patient's moves (old home), the hand-over page's
+    /// transfer (new home), and what was sent to the backend.
+    moves: Vec<TransferView>,
+    handover: Option<TransferView>,
+    transfer_approvals: Vec<(Uuid, String)>,
+    handed: Vec<(String, String)>,
 }
 
 #[derive(Default)]
@@ -838,12 +870,86 @@ impl Backend for Fake {
         Ok(())
     }
 
+    async fn approve_transfer(
+        &self,
+        _user: &SignedInUser,
+        request: Uuid,
+        code: &str,
+        key: &str,
+    ) -> Result<TransferView, AccessError> {
+        self.live()?;
+        if code != GOOD_CODE {
+            return Err(AccessError::WrongCode { attempts_left: 2 });
+        }
+        let mut s = self.state();
+        s.pending.retain(|r| r.id != request);
+        s.transfer_approvals.push((request, key.to_owned()));
+        Ok(transfer_view(
+            request,
+            store::TransferSide::Source,
+            source::APPROVED,
+        ))
+    }
+
+    async fn patient_transfers(
+        &self,
+        _user: &SignedInUser,
+    ) -> Result<Vec<TransferView>, AccessError> {
+        self.live()?;
+        Ok(self.state().moves.clone())
+    }
+
+    async fn handover_view(&self, id: Uuid) -> Result<TransferView, AccessError> {
+        self.state()
+            .handover
+            .clone()
+            .filter(|v| v.transfer.id == id)
+            .ok_or(AccessError::NotFound)
+    }
+
+    async fn hand_over(&self, id: Uuid, form: HandOver) -> Result<(), HandOverError> {
+        let mut s = self.state();
+        let v = s
+            .handover
+            .as_mut()
+            .filter(|v| v.transfer.id == id)
+            .ok_or(HandOverError::NotFound)?;
+        if form.username == "taken" {
+            return Err(HandOverError::Refused {
+                reason: "username_taken",
+                detail: "taken".to_owned(),
+            });
+        }
+        v.transfer.state = target::IMPORTED.to_owned();
+        s.handed.push((form.username, form.key));
+        Ok(())
+    }
+
     async fn webfinger(&self, resource: &str) -> Result<Option<serde_json::Value>, AccessError> {
         Ok((resource == "acct:p1@s1.test").then(|| {
             serde_json::json!({"subject": "acct:p1@s1.test", "aliases": [], "links": [
                 {"rel": "https://mdgate.org/rel/federation", "href": "https://s1.test/x"},
                 {"rel": "other", "href": "https://s1.test/y"}]})
         }))
+    }
+}
+
+/// A transfer row as the backend would show it.
+fn transfer_view(id: Uuid, side: store::TransferSide, state: &str) -> TransferView {
+    TransferView {
+        transfer: store::Transfer {
+            id,
+            side,
+            state: state.to_owned(),
+            peer_fqdn: "s2.test".to_owned(),
+            patient: None,
+            doctor: "dr@s2.test".to_owned(),
+            data: serde_json::Value::Null,
+            version: 1,
+            created_at: now_ms(),
+            updated_at: now_ms(),
+        },
+        data: TransferData::default(),
     }
 }
 
@@ -1679,4 +1785,186 @@ async fn logs_never_hold_secrets() {
     ] {
         assert!(!logs.contains(secret), "{secret:?} in the logs:\n{logs}");
     }
+}
+
+// ------------------------------------------------------------ transfers
+
+#[tokio::test]
+async fn patient_approves_a_move_with_a_key_and_continues_on_the_new_server() {
+    let fake = Arc::new(Fake::default());
+    let web = web_with(&fake);
+    let id = fake.add_pending("dr@s2.test", "viewer");
+    fake.state().pending[0].kind = store::RequestKind::Transfer;
+    let mut p = Browser::new(&web, true);
+    p.sign_in("alice", PASSWORD).await;
+    let page = p.get("/federation/patient").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page
+        .body
+        .contains("Move your whole record to s2.test (asked by dr@s2.test)"));
+    assert!(page.body.contains(&format!(
+        "action=\"/federation/patient/transfers/{id}/approve\" data-transfer=\"{id}\""
+    )));
+    assert!(page
+        .body
+        .contains("<input type=\"hidden\" name=\"key\" value=\"\">"));
+    assert!(page.body.contains("Approve the move"));
+    assert!(page.body.contains(&format!(
+        "formaction=\"/federation/patient/requests/{id}/deny\""
+    )));
+    let csp = page.headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains(&html::csp_hash(transfer::PATIENT_JS)), "{csp}");
+    let csrf = page.csrf();
+    let path = format!("/federation/patient/transfers/{id}/approve");
+
+    // Without the browser's key (no JavaScript) nothing reaches the flow.
+    let r = p
+        .post(&path, &[("csrf", &csrf), ("code", GOOD_CODE), ("key", "")])
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.body.contains("enable JavaScript"));
+    assert!(fake.state().transfer_approvals.is_empty());
+    // A wrong code is shown on the card; the key is not echoed.
+    let key = "k".repeat(43);
+    let r = p
+        .post(&path, &[("csrf", &csrf), ("code", "WRONG"), ("key", &key)])
+        .await;
+    assert!(r.status.is_client_error(), "{}", r.status);
+    assert!(!r.body.contains(&key));
+    // Without a CSRF token: refused.
+    let r = p.post(&path, &[("code", GOOD_CODE), ("key", &key)]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = p
+        .post(
+            &path,
+            &[("csrf", &csrf), ("code", GOOD_CODE), ("key", &key)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(fake.state().transfer_approvals, vec![(id, key.clone())]);
+
+    // Delivered: the link to the new server carries the approval in its
+    // fragment (the script adds the key); moved: the new address.
+    let mut delivered = transfer_view(id, store::TransferSide::Source, source::DELIVERED);
+    delivered.data.approval = Some("aaa.bbb.ccc".to_owned());
+    let mut moved = transfer_view(Uuid::new_v4(), store::TransferSide::Source, source::MOVED);
+    moved.data.new_address = Some("p9@s2.test".to_owned());
+    fake.state().moves = vec![delivered, moved];
+    let page = p.get("/federation/patient").await;
+    assert!(page.body.contains(&format!(
+        "href=\"https://s2.test/federation/transfer/{id}#approval=aaa.bbb.ccc\">Continue on s2.test</a>"
+    )));
+    assert!(page.body.contains("Your record now lives at p9@s2.test"));
+}
+
+#[tokio::test]
+async fn hand_over_needs_no_session_but_refuses_foreign_posts() {
+    let fake = Arc::new(Fake::default());
+    let web = web_with(&fake);
+    let id = Uuid::new_v4();
+    fake.state().handover = Some(transfer_view(
+        id,
+        store::TransferSide::Target,
+        target::RECEIVED,
+    ));
+    let path = format!("/federation/transfer/{id}");
+    let mut anon = Browser::new(&web, true);
+    let page = anon.get(&path).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_page_headers(&page);
+    assert!(page.body.contains("id=\"handover\""));
+    assert!(page.body.contains("name=\"password2\""));
+    let csp = page.headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains(&html::csp_hash(transfer::HANDOVER_JS)),
+        "{csp}"
+    );
+    // An unknown transfer is simply not there.
+    let other = anon
+        .get(&format!("/federation/transfer/{}", Uuid::new_v4()))
+        .await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+
+    let key = "K".repeat(43);
+    let fields = [
+        ("key", key.as_str()),
+        ("approval", "aaa.bbb.ccc"),
+        ("username", "newalice"),
+        ("password", "pw-one-secret"),
+        ("password2", "pw-one-secret"),
+    ];
+    // No Origin (nor Referer), another origin, or cross-site: refused
+    // before anything is read.
+    anon.origin = None;
+    let r = anon.post(&path, &fields).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    anon.origin = Some("https://evil.test".into());
+    let r = anon.post(&path, &fields).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    anon.origin = Some(format!("https://{HOST}"));
+    anon.extra = vec![("sec-fetch-site", "cross-site".into())];
+    let r = anon.post(&path, &fields).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    anon.extra.clear();
+    assert!(fake.state().handed.is_empty());
+
+    // Passwords that differ, or a refusal: 422, nothing secret echoed.
+    let mut differ = fields;
+    differ[4] = ("password2", "pw-two-secret");
+    let r = anon.post(&path, &differ).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("The two passwords differ"));
+    assert!(!r.body.contains(&key) && !r.body.contains("pw-one-secret"));
+    let mut taken = fields;
+    taken[2] = ("username", "taken");
+    let r = anon.post(&path, &taken).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("That username is taken"));
+    assert!(!r.body.contains(&key) && !r.body.contains("pw-one-secret"));
+    assert!(fake.state().handed.is_empty());
+
+    let r = anon.post(&path, &fields).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.location(), path);
+    assert_eq!(
+        fake.state().handed,
+        vec![("newalice".to_owned(), key.clone())]
+    );
+    let page = anon.get(&path).await;
+    assert!(page.body.contains("Your record is here."));
+    assert!(page.body.contains("href=\"/federation/\""));
+    assert!(anon.jar.is_empty(), "the hand-over sets no cookie");
+}
+
+#[tokio::test]
+async fn doctor_page_offers_the_move_form() {
+    let fake = Arc::new(Fake::default());
+    let web = web_with(&fake);
+    let mut d = Browser::new(&web, true);
+    d.sign_in("drbob", PASSWORD).await;
+    let page = d.get("/federation/doctor").await;
+    assert!(page.body.contains("Move a patient to this server"));
+    assert!(page
+        .body
+        .contains("action=\"/federation/doctor/transfers\""));
+    // GET on the form target goes back to the page.
+    let r = d.get("/federation/doctor/transfers").await;
+    assert_eq!(r.location(), "/federation/doctor");
+    // A patient cannot start one.
+    let mut p = Browser::new(&web, true);
+    p.sign_in("alice", PASSWORD).await;
+    let csrf = p.token("/federation/patient").await;
+    let r = p
+        .post(
+            "/federation/doctor/transfers",
+            &[("csrf", &csrf), ("payload", "mdgate:x")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
