@@ -50,7 +50,9 @@ async fn one_size(n: usize) -> String {
         .expect("testbed");
     let (one, two) = (&bed.sites[0], &bed.sites[1]);
     let up1 = mdgate::upstream::AccessMd::new(
-        &mdgate::config::load(&one.config_path).expect("config").upstream,
+        &mdgate::config::load(&one.config_path)
+            .expect("config")
+            .upstream,
     );
     let patient = sign_in(one, &one.patient).await;
     let session = patient.patient_session(&up1).expect("patient session");
@@ -69,13 +71,21 @@ async fn one_size(n: usize) -> String {
     }
     eprintln!("filled {n} vitals in {:.1} s", fill.elapsed().as_secs_f64());
 
-    let invitation = access(one).new_invitation(&patient).await.expect("invitation");
+    let invitation = access(one)
+        .new_invitation(&patient)
+        .await
+        .expect("invitation");
     let doctor = sign_in(two, &two.doctor).await;
     let started = transfer::start(&access(two), &doctor, &invitation.payload)
         .await
         .expect("start");
     let code = started.data.code.clone().expect("code");
-    let pending = access(one).patient_overview(&patient).await.expect("overview").pending[0].id;
+    let pending = access(one)
+        .patient_overview(&patient)
+        .await
+        .expect("overview")
+        .pending[0]
+        .id;
     // Warm-up: the upstream's whole-list answer, once, before measuring
     // (the approval links the patient to the federation account).
     let key = SealKey::generate();
@@ -87,7 +97,9 @@ async fn one_size(n: usize) -> String {
         .expect("approve");
     let mut exported = None;
     let delivered = loop {
-        let list = transfer::patient_transfers(&access(one), &patient).await.expect("list");
+        let list = transfer::patient_transfers(&access(one), &patient)
+            .await
+            .expect("list");
         let v = &list[0];
         if exported.is_none() && v.state() != "approved" {
             exported = Some(t0.elapsed());
@@ -119,8 +131,12 @@ async fn one_size(n: usize) -> String {
     .expect("hand-over");
     let checked = t1.elapsed();
     loop {
-        let v = transfer::handover_view(&access(two), id).await.expect("view");
-        if matches!(v.state(), "imported" | "confirmed") && !transfer::import_running(&access(two), id) {
+        let v = transfer::handover_view(&access(two), id)
+            .await
+            .expect("view");
+        if matches!(v.state(), "imported" | "confirmed")
+            && !transfer::import_running(&access(two), id)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -131,9 +147,14 @@ async fn one_size(n: usize) -> String {
     // Baseline in the same run: the upstream's own speed for the same
     // writes (R13 straight to the emulator, no mdgate), 1,000 of them.
     let up2 = mdgate::upstream::AccessMd::new(
-        &mdgate::config::load(&two.config_path).expect("config").upstream,
+        &mdgate::config::load(&two.config_path)
+            .expect("config")
+            .upstream,
     );
-    let login = up2.login(&format!("bench{n}"), &Secret::new("bench-pass".to_owned())).await.expect("login");
+    let login = up2
+        .login(&format!("bench{n}"), &Secret::new("bench-pass".to_owned()))
+        .await
+        .expect("login");
     let direct = mdgate::upstream::PatientSession::new(up2.clone(), login.user.id, login.session);
     let d0 = Instant::now();
     for _ in 0..1000 {
@@ -151,7 +172,8 @@ async fn one_size(n: usize) -> String {
     let upstream_per_write = d0.elapsed() / 1000;
 
     // The encryption stage alone, on this record's bundle.
-    let bundle = std::fs::read(two.dir.join("transfers").join(format!("{id}.bundle"))).expect("bundle");
+    let bundle =
+        std::fs::read(two.dir.join("transfers").join(format!("{id}.bundle"))).expect("bundle");
     let mut sealer = Sealer::new(&key);
     let mut out = Vec::with_capacity(bundle.len() + bundle.len() / 1000 + 64);
     let s0 = Instant::now();

@@ -71,7 +71,7 @@ pub const PATIENT_JS: &str = r#"(function () {
       var kept = stored(id);
       if (kept) { field.value = kept; form.submit(); return; }
       if (!window.crypto || !crypto.subtle) {
-        status.textContent = "This browser cannot make the key. Use a recent browser.";
+        status.textContent = "This browser cannot make the key here: open this page over https, in a recent browser. Nothing was sent.";
         return;
       }
       crypto.subtle.generateKey({ name: "AES-GCM", length: 256 }, true, ["encrypt", "decrypt"])

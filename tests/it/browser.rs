@@ -60,6 +60,13 @@ impl Browser {
     /// headless window. `hosts` maps names to loopback for the browser
     /// (`--host-resolver-rules`), so pages can be opened by FQDN.
     pub async fn start(hosts: &[&str]) -> Browser {
+        Browser::start_with(hosts, &[]).await
+    }
+
+    /// As [`start`](Self::start), treating `origins` (plain-HTTP test
+    /// pages, served over HTTPS in production) as secure contexts, which
+    /// WebCrypto requires.
+    pub async fn start_with(hosts: &[&str], origins: &[String]) -> Browser {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
@@ -80,6 +87,12 @@ impl Browser {
             "--no-first-run".to_owned(),
             "--window-size=412,915".to_owned(),
         ];
+        if !origins.is_empty() {
+            args.push(format!(
+                "--unsafely-treat-insecure-origin-as-secure={}",
+                origins.join(",")
+            ));
+        }
         if !hosts.is_empty() {
             let rules: Vec<String> = hosts.iter().map(|h| format!("MAP {h} 127.0.0.1")).collect();
             args.push(format!("--host-resolver-rules={}", rules.join(",")));
@@ -625,5 +638,122 @@ async fn browser_real_flow_across_two_servers() {
     assert_ne!(b.text("h1").await, "Vital signs", "{}", b.source().await);
     b.shot("doctor-refused").await;
     b.close().await;
+    bed.shutdown().await;
+}
+
+/// The transfer in the browser: the doctor starts a move, the patient
+/// approves with the code while Chromium makes the key (WebCrypto), then
+/// follows the link to the new home and hands the key over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_transfer_with_a_key_made_in_the_browser() {
+    if !browser_available("browser_transfer_with_a_key_made_in_the_browser") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bed = Testbed::start(dir.path(), &["one", "two"], "")
+        .await
+        .unwrap_or_else(|e| panic!("testbed: {e}"));
+    let (one, two) = (&bed.sites[0], &bed.sites[1]);
+    let (base1, base2) = (pages_base(one).await, pages_base(two).await);
+    let url1 = base1.replace("127.0.0.1", &one.fqdn);
+    let url2 = base2.replace("127.0.0.1", &two.fqdn);
+    let b = Browser::start_with(&[&one.fqdn, &two.fqdn], &[url1.clone(), url2.clone()]).await;
+
+    sign_in(
+        &b,
+        &url1,
+        &one.patient.username,
+        &one.patient.password,
+        "/federation/patient",
+    )
+    .await;
+    let payload = b.text("#payload").await;
+    sign_in(
+        &b,
+        &url2,
+        &two.doctor.username,
+        &two.doctor.password,
+        "/federation/doctor",
+    )
+    .await;
+    b.fill("#transfer-payload", &payload).await;
+    b.click("form[action='/federation/doctor/transfers'] button[type=submit]")
+        .await;
+    b.wait_for("#code").await;
+    let code = b
+        .text("#code")
+        .await
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join("-");
+    b.shot("transfer-doctor-code").await;
+
+    // The patient approves; the key is made by the page's script.
+    b.goto(&format!("{url1}/federation/patient")).await;
+    b.reload_until("Approve the move", Duration::from_secs(20))
+        .await;
+    b.fill("form[data-transfer] input[name=code]", &code).await;
+    b.click("form[data-transfer] button[type=submit]:not([formaction])")
+        .await;
+    b.reload_until("Continue on", Duration::from_secs(60)).await;
+    b.shot("transfer-patient-continue").await;
+    let href = b
+        .client
+        .find(Locator::Css("a[data-transfer]"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .expect("a link to the new home");
+    assert!(
+        href.contains("#approval=") && href.contains("&key="),
+        "{href}"
+    );
+
+    // The new home's page, opened from that link (plain HTTP here).
+    let target = href.replace(&format!("https://{}", two.fqdn), &url2);
+    b.goto(&target).await;
+    b.wait_for("#handover").await;
+    let filled = b
+        .client
+        .find(Locator::Css("#key"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert_eq!(filled.len(), 43, "the script filled the key from the link");
+    b.fill("#username", "moved-in-browser").await;
+    b.fill("#password", "browser-new-pw").await;
+    b.fill("#password2", "browser-new-pw").await;
+    b.click("#handover button[type=submit]").await;
+    b.reload_until("Your record is here", Duration::from_secs(60))
+        .await;
+    b.shot("transfer-handed-over").await;
+    b.close().await;
+
+    // The old home confirms the move.
+    let access1 = one.running().access.clone().unwrap();
+    let patient = access1
+        .sign_in(
+            &one.patient.username,
+            Secret::new(one.patient.password.clone()),
+        )
+        .await
+        .unwrap();
+    let mut state = String::new();
+    for _ in 0..200 {
+        let list = mdgate::federation::transfer::patient_transfers(&access1, &patient)
+            .await
+            .unwrap();
+        state = list[0].state().to_owned();
+        if state == "moved" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, "moved");
     bed.shutdown().await;
 }
