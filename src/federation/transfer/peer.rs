@@ -100,7 +100,8 @@ pub async fn piece(
         .map(str::to_ascii_lowercase)
         .ok_or(PeerError::bad("invalid_ciphertext_sha256"))?;
     match t.state.as_str() {
-        target::APPROVED | target::RECEIVING => {}
+        // `requested`: the ciphertext overtook the decision message.
+        target::REQUESTED | target::APPROVED | target::RECEIVING => {}
         target::RECEIVED | target::IMPORTING | target::IMPORTED | target::CONFIRMED => {
             // A replay after the end: the same answer if it is the same
             // ciphertext.
@@ -109,7 +110,6 @@ pub async fn piece(
             }
             return Err(PeerError::new(StatusCode::CONFLICT, "already_received"));
         }
-        target::REQUESTED => return Err(PeerError::new(StatusCode::CONFLICT, "not_approved")),
         _ => return Err(PeerError::new(StatusCode::CONFLICT, "transfer_closed")),
     }
     if t.state == target::RECEIVING
@@ -146,9 +146,11 @@ pub async fn piece(
     data.received = last + 1;
     data.cipher_len = Some(total);
     data.cipher_sha256 = Some(declared.clone());
+    // Ciphertext means the patient approved: the code is no longer shown.
+    data.code = None;
 
     if data.received < total {
-        let t = if t.state == target::APPROVED {
+        let t = if t.state != target::RECEIVING {
             advance(access, &t, target::RECEIVING, &data, None, Effects::none()).await
         } else {
             save(access, &t, &data).await
