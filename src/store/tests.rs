@@ -147,14 +147,15 @@ async fn migrations_are_applied_once_and_reported() {
         report.applied,
         vec![
             (1, "initial schema".to_owned()),
-            (2, "outgoing requests".to_owned())
+            (2, "outgoing requests".to_owned()),
+            (3, "transfers".to_owned())
         ]
     );
     assert_eq!(report.current, supported_schema_version());
 
     let again = migrate(&cfg(&path)).await.unwrap();
     assert!(again.applied.is_empty());
-    assert_eq!(again.current, 2);
+    assert_eq!(again.current, 3);
 
     // Reopening keeps data and applies nothing.
     let store = open(&cfg(&path)).await.unwrap();
@@ -191,14 +192,14 @@ async fn newer_schema_is_refused_with_an_actionable_message() {
             err,
             StoreError::SchemaTooNew {
                 found: 7,
-                supported: 2
+                supported: 3
             }
         ),
         "{err:?}"
     );
     assert_eq!(
         err.to_string(),
-        "store schema version 7 is newer than this mdgate supports (2): upgrade mdgate, \
+        "store schema version 7 is newer than this mdgate supports (3): upgrade mdgate, \
          or restore the backup taken before the upgrade"
     );
     // `mdgate migrate` refuses the same way and changes nothing.
@@ -278,10 +279,16 @@ async fn a_version_1_database_is_upgraded_to_version_2() {
     let path = dir.path().join("mdgate.db");
     version_1_database(&path).await;
 
-    // `mdgate migrate` applies exactly 0002, keeping the data.
+    // `mdgate migrate` applies 0002 and 0003, keeping the data.
     let report = migrate(&cfg(&path)).await.unwrap();
-    assert_eq!(report.applied, vec![(2, "outgoing requests".to_owned())]);
-    assert_eq!(report.current, 2);
+    assert_eq!(
+        report.applied,
+        vec![
+            (2, "outgoing requests".to_owned()),
+            (3, "transfers".to_owned())
+        ]
+    );
+    assert_eq!(report.current, 3);
     let store = open(&cfg(&path)).await.unwrap();
     assert_eq!(store.schema_version().await.unwrap(), 3);
     let patient = store.patient_by_upstream_id(42).await.unwrap().unwrap();
