@@ -169,7 +169,7 @@ async fn migrations_are_applied_once_and_reported() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(rows, 2);
+    assert_eq!(rows, 3);
 }
 
 #[tokio::test]
