@@ -574,8 +574,16 @@ fn schema_for(schema: &Value, definition: &str) -> jsonschema::Validator {
 }
 
 #[test]
-#[ignore = "needs the official FHIR R4 JSON schema; see tests/data/README.md"]
 fn the_bundle_validates_against_the_r4_json_schema() {
+    // The schema is not vendored (tests/data/README.md): CI fetches it from
+    // hl7.org and checks its hash; elsewhere this says why it skips.
+    if !schema_path().exists() {
+        eprintln!(
+            "skipping the FHIR R4 schema check: {} is missing (see tests/data/README.md)",
+            schema_path().display()
+        );
+        return;
+    }
     let schema = load_schema();
     let validator = schema_for(&schema, "Bundle");
     for sex in [json!("Female"), json!("Male"), Value::Null] {
