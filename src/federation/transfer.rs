@@ -540,9 +540,8 @@ fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(1u64 << attempts.saturating_sub(1).min(10)).min(Duration::from_secs(600))
 }
 
-/// The patient's page needs the old home's outbox to know that a request
-/// refused by the new home's peer is a transfer: marks a target transfer
-/// `failed` with `reason`.
+/// The old home refused our transfer request for good (the outbox saw a
+/// final 4xx): marks the target transfer `failed` with `reason`.
 pub(crate) async fn request_refused(access: &Access, id: Uuid, reason: &str) {
     let Ok(Some(t)) = access.store().transfer(id).await else {
         return;
@@ -562,8 +561,8 @@ pub(crate) async fn request_refused(access: &Access, id: Uuid, reason: &str) {
     let _ = advance(access, &t, target::FAILED, &data, None, effects).await;
 }
 
-/// Sign-in-free check used by the pages: the upstream account this server
-/// holds for a patient, for the export.
+/// The upstream account this server holds that reaches the patient, for
+/// the export.
 pub(crate) async fn identity_for(
     access: &Access,
     upstream_id: i64,
