@@ -134,6 +134,11 @@ pub struct Upstream {
     pub pool_idle_timeout: Duration,
     /// Idle pooled connections kept per worker.
     pub pool_max_idle: usize,
+    /// Whether mdgate's own requests ask access.md to gzip its answers
+    /// (`Accept-Encoding: gzip`). Off by default: beside access.md on one
+    /// host, compressing and inflating every answer only costs CPU on
+    /// both sides.
+    pub request_gzip: bool,
     /// `[upstream.federation_account]`: the dedicated doctor account that
     /// patients with no local doctor are linked to. `None`: mdgate does not
     /// link patients.

@@ -58,8 +58,8 @@
 //!
 //! * the audit append serialises on the chain head with
 //!   `pg_advisory_xact_lock` (or `SELECT ... FOR UPDATE` on a head row)
-//!   instead of SQLite's single writer; `UNIQUE (prev_hash)` still forbids
-//!   a fork;
+//!   instead of SQLite's single writer; the primary key on `seq` still
+//!   forbids a fork;
 //! * `due` claims rows with `FOR UPDATE SKIP LOCKED` and a lease, since
 //!   several instances deliver the outbox;
 //! * revocations `NOTIFY` a channel so every instance drops cached grants;

@@ -69,6 +69,8 @@ pub struct UpstreamSection {
     pub pool_idle_timeout: DurationValue,
     /// Default 32.
     pub pool_max_idle: usize,
+    /// Default false.
+    pub request_gzip: bool,
     /// Default none: mdgate links no patient to an account of its own.
     pub federation_account: Option<UpstreamAccountSection>,
     /// Default empty.
@@ -95,6 +97,7 @@ impl Default for UpstreamSection {
             response_timeout: DurationValue::secs(30),
             pool_idle_timeout: DurationValue::secs(90),
             pool_max_idle: 32,
+            request_gzip: false,
             federation_account: None,
             enrolled: Vec::new(),
         }

@@ -381,6 +381,7 @@ impl Validator<'_> {
             response_timeout: response_timeout?,
             pool_idle_timeout: pool_idle_timeout?,
             pool_max_idle: pool_max_idle?,
+            request_gzip: u.request_gzip,
             federation_account,
             enrolled: enrolled.into_iter().collect::<Option<_>>()?,
         })

@@ -117,6 +117,7 @@ fn minimal_file_gets_documented_defaults() {
     assert_eq!(c.upstream.response_timeout, Duration::from_secs(30));
     assert_eq!(c.upstream.pool_idle_timeout, Duration::from_secs(90));
     assert_eq!(c.upstream.pool_max_idle, 32);
+    assert!(!c.upstream.request_gzip, "gzip is opt-in");
     assert_eq!(c.public.listen, "0.0.0.0:443".parse().unwrap());
     let tls = c.public.tls.as_ref().expect("tls");
     assert_eq!(tls.cert_file, fx.path("public.crt"));

@@ -222,6 +222,7 @@ impl Site {
             response_timeout: std::time::Duration::from_secs(10),
             pool_idle_timeout: std::time::Duration::from_secs(30),
             pool_max_idle: 4,
+            request_gzip: false,
             federation_account: None,
             enrolled: Vec::new(),
         };

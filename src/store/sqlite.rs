@@ -570,60 +570,84 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
 // --- writes shared by several methods; each runs on a connection already
 // inside a `BEGIN IMMEDIATE` transaction.
 
-/// Appends at the head of the chain. The caller's write lock makes the
-/// read of the head and the insert one step; `UNIQUE (prev_hash)` would
-/// refuse a fork anyway.
-async fn append_audit_in(
+/// Most rows in one `INSERT` of [`append_audit_batch_in`]: 8 values a
+/// row stays far below SQLite's limit of 32,766 bound values.
+const AUDIT_ROWS_PER_INSERT: usize = 64;
+
+/// Appends `records` in order at the head of the chain: one read of the
+/// head, the hashes chained in memory, and one multi-row `INSERT` per
+/// [`AUDIT_ROWS_PER_INSERT`] entries. The data path's group commit goes
+/// through here, so its cost per entry is a hash, not two statements.
+/// The caller's write lock (`BEGIN IMMEDIATE`) makes reading the head and
+/// inserting one step; the primary key on `seq` would refuse a fork anyway.
+async fn append_audit_batch_in(
     conn: &mut SqliteConnection,
-    record: &AuditRecord,
-) -> Result<AuditEntry, StoreError> {
+    records: Vec<AuditRecord>,
+) -> Result<Vec<AuditEntry>, StoreError> {
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
     let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut *conn)
         .await?;
-    let (seq, prev_hash) = match head {
-        None => (1, GENESIS),
-        Some(row) => {
-            let seq: i64 = row.try_get("seq")?;
-            (seq + 1, hash_at(&row, "hash")?)
-        }
+    let (mut seq, mut prev_hash) = match head {
+        None => (0, GENESIS),
+        Some(row) => (row.try_get("seq")?, hash_at(&row, "hash")?),
     };
-    let detail = chain::canonical_json(&record.detail);
-    let patient = record.patient.map(uuid_text);
-    let hash = chain::entry_hash(
-        &prev_hash,
-        &EntryFields {
+    struct Columns {
+        detail: String,
+        patient: Option<String>,
+    }
+    let mut entries = Vec::with_capacity(records.len());
+    let mut rows = Vec::with_capacity(records.len());
+    for record in records {
+        seq += 1;
+        let detail = chain::canonical_json(&record.detail);
+        let patient = record.patient.map(uuid_text);
+        let hash = chain::entry_hash(
+            &prev_hash,
+            &EntryFields {
+                seq,
+                at: record.at,
+                kind: &record.kind,
+                actor: &record.actor,
+                patient: patient.as_deref(),
+                detail: &detail,
+            },
+        );
+        entries.push(AuditEntry {
             seq,
             at: record.at,
-            kind: &record.kind,
-            actor: &record.actor,
-            patient: patient.as_deref(),
-            detail: &detail,
-        },
-    );
-    sqlx::query(
-        "INSERT INTO audit_log (seq, at, kind, actor, patient, detail, prev_hash, hash) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )
-    .bind(seq)
-    .bind(record.at)
-    .bind(&record.kind)
-    .bind(&record.actor)
-    .bind(&patient)
-    .bind(&detail)
-    .bind(prev_hash.as_slice())
-    .bind(hash.as_slice())
-    .execute(&mut *conn)
-    .await?;
-    Ok(AuditEntry {
-        seq,
-        at: record.at,
-        kind: record.kind.clone(),
-        actor: record.actor.clone(),
-        patient: record.patient,
-        detail: record.detail.clone(),
-        prev_hash,
-        hash,
-    })
+            kind: record.kind,
+            actor: record.actor,
+            patient: record.patient,
+            detail: record.detail,
+            prev_hash,
+            hash,
+        });
+        rows.push(Columns { detail, patient });
+        prev_hash = hash;
+    }
+    for (chunk_entries, chunk_rows) in entries
+        .chunks(AUDIT_ROWS_PER_INSERT)
+        .zip(rows.chunks(AUDIT_ROWS_PER_INSERT))
+    {
+        let mut insert = sqlx::QueryBuilder::<Sqlite>::new(
+            "INSERT INTO audit_log (seq, at, kind, actor, patient, detail, prev_hash, hash) ",
+        );
+        insert.push_values(chunk_entries.iter().zip(chunk_rows), |mut b, (e, r)| {
+            b.push_bind(e.seq)
+                .push_bind(e.at)
+                .push_bind(e.kind.as_str())
+                .push_bind(e.actor.as_str())
+                .push_bind(r.patient.as_deref())
+                .push_bind(r.detail.as_str())
+                .push_bind(e.prev_hash.as_slice())
+                .push_bind(e.hash.as_slice());
+        });
+        insert.build().execute(&mut *conn).await?;
+    }
+    Ok(entries)
 }
 
 async fn enqueue_in(
@@ -680,9 +704,7 @@ async fn apply_effects(conn: &mut SqliteConnection, effects: &Effects) -> Result
     for message in &effects.outbox {
         enqueue_in(conn, message).await?;
     }
-    for record in &effects.audit {
-        append_audit_in(conn, record).await?;
-    }
+    append_audit_batch_in(conn, effects.audit.clone()).await?;
     Ok(())
 }
 
@@ -811,7 +833,10 @@ impl Store for SqliteStore {
     fn append_audit(&self, record: AuditRecord) -> StoreFuture<'_, AuditEntry> {
         Box::pin(async move {
             let mut tx = self.write_tx().await?;
-            let entry = append_audit_in(&mut tx, &record).await?;
+            let entry = append_audit_batch_in(&mut tx, vec![record])
+                .await?
+                .pop()
+                .ok_or_else(|| StoreError::corrupt("an audit append returned no entry"))?;
             tx.commit().await?;
             Ok(entry)
         })
@@ -820,10 +845,7 @@ impl Store for SqliteStore {
     fn append_audit_batch(&self, records: Vec<AuditRecord>) -> StoreFuture<'_, Vec<AuditEntry>> {
         Box::pin(async move {
             let mut tx = self.write_tx().await?;
-            let mut entries = Vec::with_capacity(records.len());
-            for record in &records {
-                entries.push(append_audit_in(&mut tx, record).await?);
-            }
+            let entries = append_audit_batch_in(&mut tx, records).await?;
             tx.commit().await?;
             Ok(entries)
         })

@@ -95,7 +95,7 @@ async fn open_creates_a_durable_wal_database() {
     assert!(busy >= 1000, "busy_timeout is {busy} ms");
 
     store.ping().await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert_eq!(store.schema_version().await.unwrap(), 4);
 
     #[cfg(unix)]
     {
@@ -148,28 +148,29 @@ async fn migrations_are_applied_once_and_reported() {
         vec![
             (1, "initial schema".to_owned()),
             (2, "outgoing requests".to_owned()),
-            (3, "transfers".to_owned())
+            (3, "transfers".to_owned()),
+            (4, "audit log hashes unindexed".to_owned())
         ]
     );
     assert_eq!(report.current, supported_schema_version());
 
     let again = migrate(&cfg(&path)).await.unwrap();
     assert!(again.applied.is_empty());
-    assert_eq!(again.current, 3);
+    assert_eq!(again.current, 4);
 
     // Reopening keeps data and applies nothing.
     let store = open(&cfg(&path)).await.unwrap();
     store.touch_peer("server2.example", 5).await.unwrap();
     store.close().await.unwrap();
     let store = open(&cfg(&path)).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert_eq!(store.schema_version().await.unwrap(), 4);
     assert_eq!(store.peers().await.unwrap().len(), 1);
     let mut conn = raw(&path).await;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(rows, 3);
+    assert_eq!(rows, 4);
 }
 
 #[tokio::test]
@@ -192,14 +193,14 @@ async fn newer_schema_is_refused_with_an_actionable_message() {
             err,
             StoreError::SchemaTooNew {
                 found: 7,
-                supported: 3
+                supported: 4
             }
         ),
         "{err:?}"
     );
     assert_eq!(
         err.to_string(),
-        "store schema version 7 is newer than this mdgate supports (3): upgrade mdgate, \
+        "store schema version 7 is newer than this mdgate supports (4): upgrade mdgate, \
          or restore the backup taken before the upgrade"
     );
     // `mdgate migrate` refuses the same way and changes nothing.
@@ -269,28 +270,104 @@ async fn version_1_database(path: &Path) {
     ] {
         sqlx::query(sql).execute(&mut conn).await.unwrap();
     }
+    // Three audit entries chained as version 1 wrote them.
+    let mut prev = chain::GENESIS;
+    for seq in 1..=3 {
+        let detail = format!("{{\"n\":{seq}}}");
+        let hash = chain::entry_hash(
+            &prev,
+            &chain::EntryFields {
+                seq,
+                at: 100 + seq,
+                kind: "record.read",
+                actor: "dr.who@server2.example",
+                patient: Some("00000000-0000-4000-8000-000000000001"),
+                detail: &detail,
+            },
+        );
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at, kind, actor, patient, detail, prev_hash, hash) \
+             VALUES (?1, ?2, 'record.read', 'dr.who@server2.example', \
+                     '00000000-0000-4000-8000-000000000001', ?3, ?4, ?5)",
+        )
+        .bind(seq)
+        .bind(100 + seq)
+        .bind(&detail)
+        .bind(prev.as_slice())
+        .bind(hash.as_slice())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        prev = hash;
+    }
     conn.close().await.unwrap();
 }
 
 #[tokio::test]
+async fn the_audit_log_keeps_its_chain_through_the_version_4_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mdgate.db");
+    version_1_database(&path).await;
+    let store = open(&cfg(&path)).await.unwrap();
+    let checked = store.verify_audit(None).await.unwrap().unwrap();
+    assert_eq!((checked.entries, checked.last_seq), (3, 3));
+    let patient: Uuid = "00000000-0000-4000-8000-000000000001".parse().unwrap();
+    let mine = store
+        .audit_entries_for_patient(patient, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(mine.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    // Appends continue the old chain, singly and in a group.
+    let one = store.append_audit(audit(4, None)).await.unwrap();
+    assert_eq!((one.seq, one.prev_hash), (4, checked.last_hash));
+    let group = store
+        .append_audit_batch(vec![audit(5, Some(patient)), audit(6, None)])
+        .await
+        .unwrap();
+    assert_eq!(group.iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 6]);
+    let checked = store.verify_audit(None).await.unwrap().unwrap();
+    assert_eq!((checked.entries, checked.last_hash), (6, group[1].hash));
+    store.close().await.unwrap();
+    // The rebuilt table is still append-only.
+    let mut conn = raw(&path).await;
+    for sql in [
+        "DELETE FROM audit_log WHERE seq = 2",
+        "UPDATE audit_log SET detail = '{}' WHERE seq = 2",
+    ] {
+        let err = sqlx::query(sql).execute(&mut conn).await.unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    // A second entry at an existing place is refused (no fork).
+    let err = sqlx::query(
+        "INSERT INTO audit_log (seq, at, kind, actor, detail, prev_hash, hash) \
+         VALUES (6, 1, 'x', 'y', '{}', zeroblob(32), zeroblob(32))",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("UNIQUE"), "{err}");
+}
+
+#[tokio::test]
 async fn a_version_1_database_is_upgraded_to_version_2() {
-    assert_eq!(supported_schema_version(), 3);
+    assert_eq!(supported_schema_version(), 4);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mdgate.db");
     version_1_database(&path).await;
 
-    // `mdgate migrate` applies 0002 and 0003, keeping the data.
+    // `mdgate migrate` applies 0002 to 0004, keeping the data.
     let report = migrate(&cfg(&path)).await.unwrap();
     assert_eq!(
         report.applied,
         vec![
             (2, "outgoing requests".to_owned()),
-            (3, "transfers".to_owned())
+            (3, "transfers".to_owned()),
+            (4, "audit log hashes unindexed".to_owned())
         ]
     );
-    assert_eq!(report.current, 3);
+    assert_eq!(report.current, 4);
     let store = open(&cfg(&path)).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert_eq!(store.schema_version().await.unwrap(), 4);
     let patient = store.patient_by_upstream_id(42).await.unwrap().unwrap();
     let invitations = store
         .invitations_for_patient(patient.federation_id, 10)
@@ -329,7 +406,7 @@ async fn a_version_1_database_is_upgraded_to_version_2() {
     let path = dir.path().join("mdgate.db");
     version_1_database(&path).await;
     let store = open(&cfg(&path)).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert_eq!(store.schema_version().await.unwrap(), 4);
     assert!(store.patient_by_upstream_id(42).await.unwrap().is_some());
 }
 

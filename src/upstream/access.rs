@@ -4,8 +4,8 @@
 //! `crate::proxy`): these are small requests mdgate makes itself, with a
 //! body held whole (`Full<Bytes>`), a response body read whole up to
 //! [`MAX_BODY`] and gunzipped when the upstream compressed it (it does for
-//! bodies of 1500 bytes and more, since mdgate sends `Accept-Encoding:
-//! gzip`). The whole exchange, body included, has the configured response
+//! bodies of 1500 bytes and more when mdgate sends `Accept-Encoding: gzip`,
+//! which it does only with `[upstream] request_gzip`). The whole exchange, body included, has the configured response
 //! timeout.
 //!
 //! A response becomes a [`Reply`]: status, content type and body. The
@@ -51,6 +51,8 @@ pub struct AccessMd {
     client: Client<HttpConnector, Full<Bytes>>,
     authority: Authority,
     timeout: Duration,
+    /// `[upstream] request_gzip`.
+    gzip: bool,
 }
 
 /// One request mdgate sends: method, origin-form path, optional JSON body,
@@ -263,6 +265,7 @@ impl AccessMd {
             client: crate::proxy::upstream_client(cfg),
             authority: cfg.authority.clone(),
             timeout: cfg.response_timeout,
+            gzip: cfg.request_gzip,
         }
     }
 
@@ -405,7 +408,9 @@ impl AccessMd {
         *http_request.uri_mut() = uri;
         let headers = http_request.headers_mut();
         headers.insert(header::USER_AGENT, USER_AGENT.clone());
-        headers.insert(header::ACCEPT_ENCODING, GZIP.clone());
+        if self.gzip {
+            headers.insert(header::ACCEPT_ENCODING, GZIP.clone());
+        }
         if request.body.is_some() {
             headers.insert(header::CONTENT_TYPE, JSON.clone());
         }
