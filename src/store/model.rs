@@ -264,6 +264,19 @@ pub struct AuditRecord {
     pub detail: Value,
 }
 
+impl From<AuditEntry> for AuditRecord {
+    /// The record an entry was made from (its place in the chain dropped).
+    fn from(e: AuditEntry) -> Self {
+        AuditRecord {
+            at: e.at,
+            kind: e.kind,
+            actor: e.actor,
+            patient: e.patient,
+            detail: e.detail,
+        }
+    }
+}
+
 /// A stored audit entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditEntry {

@@ -11,6 +11,7 @@
 
 use std::io;
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
@@ -108,6 +109,12 @@ macro_rules! audit_cols {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The chain head as of this store's last audit append: `(seq, hash)`,
+    /// `(0, GENESIS)` for an empty log. Only a hint: an append built on it
+    /// checks it in the same statement ([`guarded_audit_insert`]) and falls
+    /// back to reading the head inside a write transaction when another
+    /// writer moved it.
+    audit_head: Arc<Mutex<Option<(i64, [u8; 32])>>>,
 }
 
 impl SqliteStore {
@@ -129,16 +136,70 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A ping per acquire is a round trip to the connection's thread
+            // for nothing: a local file does not drop connections, and a
+            // failing one reports its error on use.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(|e| open_error(path, e))?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            audit_head: Arc::default(),
+        })
     }
 
     /// The pool, for tests that read per-connection pragmas.
     #[cfg(test)]
     pub(super) fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Appends `records` at the head of the chain. With the head known from
+    /// the last append, one statement does it all (check the head, insert
+    /// every row, commit: one round trip to SQLite's thread and one fsync);
+    /// otherwise, or when another writer moved the head meanwhile, a write
+    /// transaction reads the head first.
+    async fn append_audit_records(
+        &self,
+        records: Vec<AuditRecord>,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let hint = *self
+            .audit_head
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let records = match hint {
+            Some(head) if records.len() <= AUDIT_ROWS_PER_INSERT => {
+                let (entries, columns) = chain_records(head, records);
+                match guarded_audit_insert(&self.pool, head, &entries, &columns).await {
+                    Ok(true) => {
+                        self.remember_audit_head(&entries);
+                        return Ok(entries);
+                    }
+                    // Moved, or the snapshot went stale before the write
+                    // (SQLITE_BUSY_SNAPSHOT): nothing was written.
+                    Ok(false) | Err(_) => entries.into_iter().map(AuditRecord::from).collect(),
+                }
+            }
+            _ => records,
+        };
+        let mut tx = self.write_tx().await?;
+        let entries = append_audit_batch_in(&mut tx, records).await?;
+        tx.commit().await?;
+        self.remember_audit_head(&entries);
+        Ok(entries)
+    }
+
+    fn remember_audit_head(&self, entries: &[AuditEntry]) {
+        if let Some(last) = entries.last() {
+            *self
+                .audit_head
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some((last.seq, last.hash));
+        }
     }
 
     /// A transaction holding SQLite's write lock from the start.
@@ -590,16 +651,41 @@ async fn append_audit_batch_in(
     let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut *conn)
         .await?;
-    let (mut seq, mut prev_hash) = match head {
+    let head = match head {
         None => (0, GENESIS),
         Some(row) => (row.try_get("seq")?, hash_at(&row, "hash")?),
     };
-    struct Columns {
-        detail: String,
-        patient: Option<String>,
+    let (entries, columns) = chain_records(head, records);
+    for (chunk_entries, chunk_columns) in entries
+        .chunks(AUDIT_ROWS_PER_INSERT)
+        .zip(columns.chunks(AUDIT_ROWS_PER_INSERT))
+    {
+        let mut insert = sqlx::QueryBuilder::<Sqlite>::new(concat!(
+            "INSERT INTO audit_log (",
+            audit_cols!(),
+            ") "
+        ));
+        push_audit_rows(&mut insert, chunk_entries, chunk_columns);
+        insert.build().execute(&mut *conn).await?;
     }
+    Ok(entries)
+}
+
+/// The text columns of an entry as stored.
+pub(super) struct AuditColumns {
+    detail: String,
+    patient: Option<String>,
+}
+
+/// Chains `records` after `head` (`(seq, hash)` of the last entry,
+/// `(0, GENESIS)` for an empty log).
+pub(super) fn chain_records(
+    head: (i64, [u8; 32]),
+    records: Vec<AuditRecord>,
+) -> (Vec<AuditEntry>, Vec<AuditColumns>) {
+    let (mut seq, mut prev_hash) = head;
     let mut entries = Vec::with_capacity(records.len());
-    let mut rows = Vec::with_capacity(records.len());
+    let mut columns = Vec::with_capacity(records.len());
     for record in records {
         seq += 1;
         let detail = chain::canonical_json(&record.detail);
@@ -625,29 +711,60 @@ async fn append_audit_batch_in(
             prev_hash,
             hash,
         });
-        rows.push(Columns { detail, patient });
+        columns.push(AuditColumns { detail, patient });
         prev_hash = hash;
     }
-    for (chunk_entries, chunk_rows) in entries
-        .chunks(AUDIT_ROWS_PER_INSERT)
-        .zip(rows.chunks(AUDIT_ROWS_PER_INSERT))
-    {
-        let mut insert = sqlx::QueryBuilder::<Sqlite>::new(
-            "INSERT INTO audit_log (seq, at, kind, actor, patient, detail, prev_hash, hash) ",
-        );
-        insert.push_values(chunk_entries.iter().zip(chunk_rows), |mut b, (e, r)| {
-            b.push_bind(e.seq)
-                .push_bind(e.at)
-                .push_bind(e.kind.as_str())
-                .push_bind(e.actor.as_str())
-                .push_bind(r.patient.as_deref())
-                .push_bind(r.detail.as_str())
-                .push_bind(e.prev_hash.as_slice())
-                .push_bind(e.hash.as_slice());
-        });
-        insert.build().execute(&mut *conn).await?;
+    (entries, columns)
+}
+
+/// `VALUES (...), (...)` for `entries`, in [`audit_cols!`] order.
+fn push_audit_rows<'a>(
+    query: &mut sqlx::QueryBuilder<'a, Sqlite>,
+    entries: &'a [AuditEntry],
+    columns: &'a [AuditColumns],
+) {
+    query.push_values(entries.iter().zip(columns), |mut b, (e, c)| {
+        b.push_bind(e.seq)
+            .push_bind(e.at)
+            .push_bind(e.kind.as_str())
+            .push_bind(e.actor.as_str())
+            .push_bind(c.patient.as_deref())
+            .push_bind(c.detail.as_str())
+            .push_bind(e.prev_hash.as_slice())
+            .push_bind(e.hash.as_slice());
+    });
+}
+
+/// One statement, in autocommit: inserts `entries` only if the chain's
+/// last entry is still `head`. `Ok(false)`: it is not, and nothing was
+/// written. SQLite runs the statement as one transaction, so the check and
+/// the rows are one step, and a write by another connection since this
+/// statement's snapshot fails it with `SQLITE_BUSY_SNAPSHOT` rather than
+/// letting it fork the chain.
+pub(super) async fn guarded_audit_insert(
+    pool: &SqlitePool,
+    head: (i64, [u8; 32]),
+    entries: &[AuditEntry],
+    columns: &[AuditColumns],
+) -> Result<bool, StoreError> {
+    let mut insert = sqlx::QueryBuilder::<Sqlite>::new(concat!(
+        "INSERT INTO audit_log (",
+        audit_cols!(),
+        ") SELECT * FROM ("
+    ));
+    push_audit_rows(&mut insert, entries, columns);
+    if head.0 == 0 {
+        insert.push(") WHERE NOT EXISTS (SELECT 1 FROM audit_log)");
+    } else {
+        insert
+            .push(") WHERE EXISTS (SELECT 1 FROM audit_log WHERE seq = ")
+            .push_bind(head.0)
+            .push(" AND hash = ")
+            .push_bind(head.1.to_vec())
+            .push(" AND seq = (SELECT max(seq) FROM audit_log))");
     }
-    Ok(entries)
+    let done = insert.build().execute(pool).await?;
+    Ok(done.rows_affected() == entries.len() as u64)
 }
 
 async fn enqueue_in(
@@ -832,23 +949,15 @@ impl Store for SqliteStore {
 
     fn append_audit(&self, record: AuditRecord) -> StoreFuture<'_, AuditEntry> {
         Box::pin(async move {
-            let mut tx = self.write_tx().await?;
-            let entry = append_audit_batch_in(&mut tx, vec![record])
+            self.append_audit_records(vec![record])
                 .await?
                 .pop()
-                .ok_or_else(|| StoreError::corrupt("an audit append returned no entry"))?;
-            tx.commit().await?;
-            Ok(entry)
+                .ok_or_else(|| StoreError::corrupt("an audit append returned no entry"))
         })
     }
 
     fn append_audit_batch(&self, records: Vec<AuditRecord>) -> StoreFuture<'_, Vec<AuditEntry>> {
-        Box::pin(async move {
-            let mut tx = self.write_tx().await?;
-            let entries = append_audit_batch_in(&mut tx, records).await?;
-            tx.commit().await?;
-            Ok(entries)
-        })
+        Box::pin(self.append_audit_records(records))
     }
 
     fn audit_entries(&self, from_seq: i64, limit: u32) -> StoreFuture<'_, Vec<AuditEntry>> {

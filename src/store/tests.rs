@@ -303,6 +303,70 @@ async fn version_1_database(path: &Path) {
     conn.close().await.unwrap();
 }
 
+/// The one-statement append writes only on the head it was built on.
+#[tokio::test]
+async fn the_guarded_append_writes_only_on_its_head() {
+    use super::sqlite::{chain_records, guarded_audit_insert};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("mdgate.db")).await.unwrap();
+    let pool = store.pool();
+    let empty = (0, chain::GENESIS);
+    let (first, cols) = chain_records(empty, vec![audit(1, None), audit(2, None)]);
+    assert!(guarded_audit_insert(pool, empty, &first, &cols).await.unwrap());
+    // Built on the empty log again: refused, nothing written.
+    let (again, cols) = chain_records(empty, vec![audit(3, None)]);
+    assert!(!guarded_audit_insert(pool, empty, &again, &cols).await.unwrap());
+    // Built on an entry that is not the last: refused.
+    let old = (first[0].seq, first[0].hash);
+    let (fork, cols) = chain_records(old, vec![audit(3, None)]);
+    assert!(!guarded_audit_insert(pool, old, &fork, &cols).await.unwrap());
+    // On the head: written.
+    let head = (first[1].seq, first[1].hash);
+    let (next, cols) = chain_records(head, vec![audit(3, None)]);
+    assert!(guarded_audit_insert(pool, head, &next, &cols).await.unwrap());
+    let checked = store.verify_audit(None).await.unwrap().unwrap();
+    assert_eq!((checked.entries, checked.last_hash), (3, next[0].hash));
+}
+
+/// Each store remembers the head it last wrote; two stores on one file
+/// (two processes, or the data path's writer and another writer) keep
+/// moving it under each other, in turn and at once. The chain stays one.
+#[tokio::test]
+async fn appends_from_two_stores_on_one_file_stay_one_chain() {
+    let (_dir, path, a) = fresh().await;
+    let b = open(&cfg(&path)).await.unwrap();
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        audit(n, None)
+    };
+    for _ in 0..5 {
+        a.append_audit_batch(vec![next(), next()]).await.unwrap();
+        b.append_audit(next()).await.unwrap();
+        // A transition's entries, written inside its own transaction.
+        a.append_audit(next()).await.unwrap();
+    }
+    let (x, y) = tokio::join!(
+        a.append_audit_batch(vec![next(), next(), next()]),
+        b.append_audit_batch(vec![next(), next(), next()]),
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    let checked = a.verify_audit(None).await.unwrap().unwrap();
+    assert_eq!(checked.entries, 26);
+    let mut seqs: Vec<i64> = x.iter().chain(&y).map(|e| e.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (21..=26).collect::<Vec<_>>());
+    // Every entry stored is the one its writer was told about.
+    let stored = a.audit_entries(1, 100).await.unwrap();
+    for e in x.iter().chain(&y) {
+        assert_eq!(stored[(e.seq - 1) as usize].hash, e.hash);
+    }
+    // The order of the records within each batch is kept.
+    let ns = |es: &[AuditEntry]| es.iter().map(|e| e.detail["n"].as_i64().unwrap()).collect::<Vec<_>>();
+    assert_eq!(ns(&x), [21, 22, 23]);
+    assert_eq!(ns(&y), [24, 25, 26]);
+}
+
 #[tokio::test]
 async fn the_audit_log_keeps_its_chain_through_the_version_4_rebuild() {
     let dir = tempfile::tempdir().unwrap();
