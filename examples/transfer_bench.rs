@@ -3,16 +3,20 @@
 //! DNS, mutual TLS), for records of 1,000 / 10,000 / 100,000 vitals
 //! measurements (`SIZES=1000,10000`).
 //!
-//! Run: `cargo run --release --example transfer_bench` (see
-//! docs/benchmarks.md). Everything runs in this one process, so memory is
-//! reported as the growth of the process's peak RSS (VmHWM) during the
-//! transfer, after a warm-up that already made the emulator build its
-//! whole vitals list once (the emulator answers a list in one piece; that
-//! is upstream behaviour, not mdgate's).
+//! Run: `cargo build --release --bin accessmd-emulator --example
+//! transfer_bench && target/release/examples/transfer_bench` (see
+//! docs/benchmarks.md). The two emulators run as their own processes (the
+//! `accessmd-emulator` binary beside this example's directory, or
+//! `MDGATE_EMULATOR_BIN`), so that what an emulator holds (a whole record,
+//! and each list it answers in one piece, as access.md does) stays out of
+//! the figures. Both mdgates and this driver share this process: memory is
+//! the growth of its peak RSS (VmHWM, reset before each stage) while
+//! server1 exports, seals and delivers, then while server2 opens, checks
+//! and imports. The emulators' own peaks are printed beside it.
 
 use std::time::{Duration, Instant};
 
-use mdgate::demo::testbed::{Site, Testbed};
+use mdgate::demo::testbed::{Site, Testbed, Upstreams};
 use mdgate::federation::access::Access;
 use mdgate::federation::transfer::{self, HandOver};
 use mdgate::transfer::seal::{SealKey, Sealer};
@@ -30,7 +34,12 @@ async fn sign_in(site: &Site, who: &mdgate::demo::testbed::Login) -> SignedInUse
 }
 
 fn peak_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    peak_kib_of("self")
+}
+
+/// VmHWM of `/proc/<pid>`, in KiB.
+fn peak_kib_of(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -45,9 +54,14 @@ fn reset_peak() {
 
 async fn one_size(n: usize) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
-    let bed = Testbed::start(dir.path(), &["one", "two"], "")
-        .await
-        .expect("testbed");
+    let bed = Testbed::start_with(
+        dir.path(),
+        &["one", "two"],
+        "",
+        &Upstreams::Processes(emulator_bin()),
+    )
+    .await
+    .expect("testbed");
     let (one, two) = (&bed.sites[0], &bed.sites[1]);
     let up1 = mdgate::upstream::AccessMd::new(
         &mdgate::config::load(&one.config_path)
@@ -86,8 +100,6 @@ async fn one_size(n: usize) -> String {
         .expect("overview")
         .pending[0]
         .id;
-    // Warm-up: the upstream's whole-list answer, once, before measuring
-    // (the approval links the patient to the federation account).
     let key = SealKey::generate();
     reset_peak();
     let base = peak_kib();
@@ -183,10 +195,16 @@ async fn one_size(n: usize) -> String {
     sealer.finish(&mut out).expect("seal");
     let seal_s = s0.elapsed().as_secs_f64();
     let _ = ops::R13;
+    let emulator_peak = |site: &Site| {
+        site.upstream_process
+            .as_ref()
+            .map_or(0, |p| peak_kib_of(&p.pid().to_string()) / 1024)
+    };
+    let (emulator_one, emulator_two) = (emulator_peak(one), emulator_peak(two));
     bed.shutdown().await;
     let mb = bundle.len() as f64 / 1e6;
     format!(
-        "| {n} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.0} | {} | {} | {:.2} |",
+        "| {n} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.0} | {:.1} | {:.1} | {:.2} | {} / {} |",
         mb,
         exported.unwrap_or_default().as_secs_f64(),
         to_delivered.as_secs_f64(),
@@ -194,10 +212,32 @@ async fn one_size(n: usize) -> String {
         import.as_secs_f64(),
         cipher as f64 / 1e6,
         mb / seal_s,
-        source_peak / 1024,
-        target_peak / 1024,
+        source_peak as f64 / 1024.0,
+        target_peak as f64 / 1024.0,
         import.as_secs_f64() / (upstream_per_write.as_secs_f64() * n as f64),
+        emulator_one,
+        emulator_two,
     )
+}
+
+/// The `accessmd-emulator` binary: `MDGATE_EMULATOR_BIN`, or the one
+/// built beside `target/<profile>/examples/`.
+fn emulator_bin() -> std::path::PathBuf {
+    if let Some(bin) = std::env::var_os("MDGATE_EMULATOR_BIN") {
+        return bin.into();
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(|examples| examples.parent())
+        .map(|profile| profile.join("accessmd-emulator"))
+        .expect("target directory");
+    assert!(
+        bin.exists(),
+        "{} is missing: cargo build --release --bin accessmd-emulator",
+        bin.display()
+    );
+    bin
 }
 
 fn main() {
@@ -211,8 +251,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    println!("| vitals | bundle MB | exported s | delivered s | checked s | imported s | ciphertext MB | seal MB/s | source peak +MiB | target peak +MiB | import / upstream's own write time |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| vitals | bundle MB | exported s | delivered s | checked s | imported s | ciphertext MB | seal MB/s | mdgates' peak +MiB, export+delivery | mdgates' peak +MiB, open+import | import / upstream's own write time | emulators' peak MiB (one / two) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for n in sizes {
         let line = rt.block_on(one_size(n));
         println!("{line}");

@@ -53,8 +53,11 @@ pub struct Site {
     pub dir: PathBuf,
     pub config_path: PathBuf,
     /// The access.md emulator; `None` once stopped with
-    /// [`Site::stop_upstream`].
+    /// [`Site::stop_upstream`], and for an emulator in its own process.
     pub upstream: Option<EmulatorHandle>,
+    /// The emulator's process, with [`Upstreams::Processes`]; killed with
+    /// the site.
+    pub upstream_process: Option<UpstreamProcess>,
     pub running: Option<Running>,
     pub doctor: Login,
     pub patient: Login,
@@ -79,6 +82,7 @@ impl Site {
         if let Some(e) = self.upstream.take() {
             e.shutdown().await;
         }
+        self.upstream_process.take();
     }
 
     /// The base URL of the public listener (`http://127.0.0.1:port`).
@@ -91,6 +95,73 @@ impl Site {
         if let Some(running) = self.running.take() {
             running.shutdown().await;
         }
+    }
+}
+
+/// Where the sites' access.md emulators run.
+#[derive(Debug, Clone)]
+pub enum Upstreams {
+    /// In this process (tests drive them through [`Site::emulator`]).
+    InProcess,
+    /// Each in its own process, started from this `accessmd-emulator`
+    /// binary: for measurements of mdgate's own memory, which an
+    /// emulator holding a whole record would otherwise blur.
+    Processes(PathBuf),
+}
+
+/// An `accessmd-emulator` child process; killed when dropped.
+#[derive(Debug)]
+pub struct UpstreamProcess {
+    child: std::process::Child,
+}
+
+impl UpstreamProcess {
+    /// Its process id (to read its memory from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Starts `bin` on a free loopback port with `admin_password_file`
+    /// and waits until it accepts connections; returns it and its URL.
+    async fn start(
+        bin: &Path,
+        admin_password_file: &Path,
+    ) -> Result<(UpstreamProcess, String), TestbedError> {
+        let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .map_err(err("free port"))?
+            .port();
+        let child = std::process::Command::new(bin)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--admin-password-file")
+            .arg(admin_password_file)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let process = UpstreamProcess { child };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+                .await
+                .is_ok()
+            {
+                return Ok((process, format!("http://127.0.0.1:{port}")));
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("{} did not start listening", bin.display()));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for UpstreamProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -112,6 +183,16 @@ impl Testbed {
     /// each in `base/<name>` (created). `extra` is appended to every
     /// configuration file (e.g. `[access]` settings).
     pub async fn start(base: &Path, names: &[&str], extra: &str) -> Result<Testbed, TestbedError> {
+        Testbed::start_with(base, names, extra, &Upstreams::InProcess).await
+    }
+
+    /// [`Testbed::start`] with the emulators where `upstreams` says.
+    pub async fn start_with(
+        base: &Path,
+        names: &[&str],
+        extra: &str,
+        upstreams: &Upstreams,
+    ) -> Result<Testbed, TestbedError> {
         let dns = TestDnsServer::builder()
             .zone(ZONE)
             .start()
@@ -123,7 +204,7 @@ impl Testbed {
             let fqdn = format!("{name}.{ZONE}");
             let dir = base.join(name);
             std::fs::create_dir_all(&dir).map_err(err("site directory"))?;
-            sites.push(Site::create(&dns, &fqdn, &dir, extra).await?);
+            sites.push(Site::create(&dns, &fqdn, &dir, extra, upstreams).await?);
         }
         Ok(Testbed { dns, sites })
     }
@@ -201,18 +282,30 @@ impl Site {
         fqdn: &str,
         dir: &Path,
         extra: &str,
+        upstreams: &Upstreams,
     ) -> Result<Site, TestbedError> {
         let short = fqdn.split('.').next().unwrap_or("site").to_owned();
-        let emulator = Emulator::bind(
-            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            EmulatorOptions {
-                admin_password: Some(ADMIN_PASSWORD.to_owned()),
-                ..EmulatorOptions::default()
-            },
-        )
-        .await
-        .map_err(err("emulator"))?;
-        let upstream_url = emulator.base_url();
+        let (emulator, upstream_process, upstream_url) = match upstreams {
+            Upstreams::InProcess => {
+                let emulator = Emulator::bind(
+                    SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                    EmulatorOptions {
+                        admin_password: Some(ADMIN_PASSWORD.to_owned()),
+                        ..EmulatorOptions::default()
+                    },
+                )
+                .await
+                .map_err(err("emulator"))?;
+                let url = emulator.base_url();
+                (Some(emulator), None, url)
+            }
+            Upstreams::Processes(bin) => {
+                let password_file = dir.join("emulator-admin.password");
+                write_new(&password_file, ADMIN_PASSWORD.as_bytes(), true)?;
+                let (process, url) = UpstreamProcess::start(bin, &password_file).await?;
+                (None, Some(process), url)
+            }
+        };
 
         // Accounts.
         let upstream_cfg = crate::config::Upstream {
@@ -331,7 +424,8 @@ tls_selector = "{TLS_SELECTOR}"
             fqdn: fqdn.to_owned(),
             dir: dir.to_owned(),
             config_path,
-            upstream: Some(emulator),
+            upstream: emulator,
+            upstream_process,
             running: Some(running),
             doctor,
             patient,

@@ -105,6 +105,9 @@ macro_rules! audit_cols {
     };
 }
 
+/// `(seq, hash)` of the audit log's last entry; `(0, GENESIS)` when empty.
+type ChainHead = (i64, [u8; 32]);
+
 /// The SQLite store. Cheap to clone (the pool is shared).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -114,7 +117,7 @@ pub struct SqliteStore {
     /// checks it in the same statement ([`guarded_audit_insert`]) and falls
     /// back to reading the head inside a write transaction when another
     /// writer moved it.
-    audit_head: Arc<Mutex<Option<(i64, [u8; 32])>>>,
+    audit_head: Arc<Mutex<Option<ChainHead>>>,
 }
 
 impl SqliteStore {

@@ -308,14 +308,20 @@ async fn version_1_database(path: &Path) {
 async fn the_guarded_append_writes_only_on_its_head() {
     use super::sqlite::{chain_records, guarded_audit_insert};
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("mdgate.db")).await.unwrap();
+    let store = SqliteStore::open(&dir.path().join("mdgate.db"))
+        .await
+        .unwrap();
     let pool = store.pool();
     let empty = (0, chain::GENESIS);
     let (first, cols) = chain_records(empty, vec![audit(1, None), audit(2, None)]);
-    assert!(guarded_audit_insert(pool, empty, &first, &cols).await.unwrap());
+    assert!(guarded_audit_insert(pool, empty, &first, &cols)
+        .await
+        .unwrap());
     // Built on the empty log again: refused, nothing written.
     let (again, cols) = chain_records(empty, vec![audit(3, None)]);
-    assert!(!guarded_audit_insert(pool, empty, &again, &cols).await.unwrap());
+    assert!(!guarded_audit_insert(pool, empty, &again, &cols)
+        .await
+        .unwrap());
     // Built on an entry that is not the last: refused.
     let old = (first[0].seq, first[0].hash);
     let (fork, cols) = chain_records(old, vec![audit(3, None)]);
@@ -323,7 +329,9 @@ async fn the_guarded_append_writes_only_on_its_head() {
     // On the head: written.
     let head = (first[1].seq, first[1].hash);
     let (next, cols) = chain_records(head, vec![audit(3, None)]);
-    assert!(guarded_audit_insert(pool, head, &next, &cols).await.unwrap());
+    assert!(guarded_audit_insert(pool, head, &next, &cols)
+        .await
+        .unwrap());
     let checked = store.verify_audit(None).await.unwrap().unwrap();
     assert_eq!((checked.entries, checked.last_hash), (3, next[0].hash));
 }
@@ -362,7 +370,11 @@ async fn appends_from_two_stores_on_one_file_stay_one_chain() {
         assert_eq!(stored[(e.seq - 1) as usize].hash, e.hash);
     }
     // The order of the records within each batch is kept.
-    let ns = |es: &[AuditEntry]| es.iter().map(|e| e.detail["n"].as_i64().unwrap()).collect::<Vec<_>>();
+    let ns = |es: &[AuditEntry]| {
+        es.iter()
+            .map(|e| e.detail["n"].as_i64().unwrap())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(ns(&x), [21, 22, 23]);
     assert_eq!(ns(&y), [24, 25, 26]);
 }
