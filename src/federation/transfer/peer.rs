@@ -272,7 +272,6 @@ pub(super) async fn deliver(access: &Access, t: &Transfer) -> Result<(), String>
     let mut file = tokio::fs::File::open(path(access, t.id, "sealed"))
         .await
         .map_err(|e| format!("spool open: {e}"))?;
-    let mut buf = vec![0u8; wire::PIECE];
     while receipt.sha256.is_none() {
         let first = receipt.received.min(total);
         if first >= total && total > 0 {
@@ -281,8 +280,10 @@ pub(super) async fn deliver(access: &Access, t: &Transfer) -> Result<(), String>
         file.seek(std::io::SeekFrom::Start(first))
             .await
             .map_err(|e| format!("spool seek: {e}"))?;
-        let want = usize::try_from((total - first).min(wire::PIECE as u64)).unwrap_or(0);
-        file.read_exact(&mut buf[..want])
+        let want = usize::try_from((total - first).min(wire::SEND_PIECE as u64)).unwrap_or(0);
+        // A fresh buffer per piece, handed to the request without a copy.
+        let mut buf = vec![0u8; want];
+        file.read_exact(&mut buf)
             .await
             .map_err(|e| format!("spool read: {e}"))?;
         let mut headers = HeaderMap::new();
@@ -305,7 +306,7 @@ pub(super) async fn deliver(access: &Access, t: &Transfer) -> Result<(), String>
             Method::PUT,
             &format!("{base}/ciphertext"),
             headers,
-            Some(Bytes::copy_from_slice(&buf[..want])),
+            Some(Bytes::from(buf)),
         )
         .await
         .map_err(|e| format!("{}: {e}", e.reason()))?;

@@ -16,8 +16,13 @@ pub const APPROVAL_TYP: &str = "mdgate-transfer-approval+jwt";
 /// `typ` of the signed redirect left at the old address.
 pub const MOVED_TYP: &str = "mdgate-moved+jwt";
 
-/// Largest ciphertext piece in one `PUT`.
+/// Largest ciphertext piece in one `PUT` that a new home accepts.
 pub const PIECE: usize = 4 * 1024 * 1024;
+/// The piece an old home sends: smaller than [`PIECE`], since each piece
+/// is held whole in memory on both sides while it crosses (this bounds a
+/// transfer's memory, whatever the record's size), and fsynced by the new
+/// home, which 1 MiB pieces keep cheap beside the transfer.
+pub const SEND_PIECE: usize = 1024 * 1024;
 /// The header naming the whole ciphertext's SHA-256 (hex) on each piece.
 pub const SHA256_HEADER: &str = "x-mdgate-ciphertext-sha256";
 
