@@ -575,8 +575,8 @@ fn schema_for(schema: &Value, definition: &str) -> jsonschema::Validator {
 
 #[test]
 fn the_bundle_validates_against_the_r4_json_schema() {
-    // The schema is not vendored (tests/data/README.md): CI fetches it from
-    // hl7.org and checks its hash; elsewhere this says why it skips.
+    // The schema is not vendored: CI fetches it (tests/data/README.md);
+    // without it this says why it skips.
     if !schema_path().exists() {
         eprintln!(
             "skipping the FHIR R4 schema check: {} is missing (see tests/data/README.md)",
