@@ -3,12 +3,13 @@
 //! Every read or question under a grant is written to the audit log before
 //! its answer leaves, and a commit waits for the disk (`synchronous =
 //! FULL`). One commit per request would cap the federation listener at the
-//! disk's fsync rate, so requests hand their entry to one writer task, which
-//! takes everything queued meanwhile and appends it in one transaction:
-//! each request still waits until its own entry is durable, but concurrent
-//! requests share the fsync.
+//! disk's fsync rate, so requests hand their entry to their thread's writer
+//! task, which takes everything queued meanwhile and appends it in one
+//! statement: each request still waits until its own entry is durable, but
+//! concurrent requests share the fsync.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::ThreadId;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -22,9 +23,17 @@ const QUEUE: usize = 4096;
 type Job = (AuditRecord, oneshot::Sender<Result<(), Arc<StoreError>>>);
 
 /// The handle requests append through. Cheap to clone.
+///
+/// Each thread that appends gets its own writer task, spawned on that
+/// thread's runtime at its first append: mdgate's workers are
+/// single-threaded runtimes, so a request, its writer and the wake-up after
+/// the commit stay on one thread instead of crossing to another and back
+/// for every group. Writers on several threads share the store's chain;
+/// the store keeps it one (an append checks the head it builds on).
 #[derive(Clone)]
 pub struct Auditor {
-    tx: mpsc::Sender<Job>,
+    store: Arc<dyn Store>,
+    writers: Arc<Mutex<Vec<(ThreadId, mpsc::Sender<Job>)>>>,
 }
 
 /// Why an entry could not be written.
@@ -37,17 +46,20 @@ pub enum AuditError {
 }
 
 impl Auditor {
-    /// Starts the writer on the current Tokio runtime.
+    /// An auditor appending to `store`; writers start with the first
+    /// append on each thread.
     pub fn start(store: Arc<dyn Store>) -> Auditor {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write(store, rx));
-        Auditor { tx }
+        Auditor {
+            store,
+            writers: Arc::default(),
+        }
     }
 
-    /// Appends `record`; returns once it is durable.
+    /// Appends `record`; returns once it is durable. Must be called on a
+    /// Tokio runtime.
     pub async fn append(&self, record: AuditRecord) -> Result<(), AuditError> {
         let (done, wait) = oneshot::channel();
-        self.tx
+        self.writer_here()
             .send((record, done))
             .await
             .map_err(|_| AuditError::Stopped)?;
@@ -56,6 +68,21 @@ impl Auditor {
             Ok(Err(e)) => Err(AuditError::Store(e)),
             Err(_) => Err(AuditError::Stopped),
         }
+    }
+
+    /// This thread's writer, started on the current runtime if it has
+    /// none or its runtime has ended.
+    fn writer_here(&self) -> mpsc::Sender<Job> {
+        let here = std::thread::current().id();
+        let mut writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
+        writers.retain(|(_, tx)| !tx.is_closed());
+        if let Some((_, tx)) = writers.iter().find(|(id, _)| *id == here) {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(write(self.store.clone(), rx));
+        writers.push((here, tx.clone()));
+        tx
     }
 }
 
@@ -81,5 +108,77 @@ async fn write(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>) {
         for waiter in waiters {
             let _ = waiter.send(result.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    fn record(n: i64) -> AuditRecord {
+        AuditRecord {
+            at: 1_700_000_000_000 + n,
+            kind: "record.read".into(),
+            actor: "dr@two.example".into(),
+            patient: None,
+            detail: serde_json::json!({ "n": n }),
+        }
+    }
+
+    /// Two worker threads, each with its own single-threaded runtime (as
+    /// mdgate runs them), append at once through one auditor: each thread
+    /// gets its own writer, every entry is durable once acknowledged, and
+    /// the chain is one. A runtime that ended leaves no stale writer.
+    #[test]
+    fn each_thread_writes_through_its_own_writer_into_one_chain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config::Store::Sqlite {
+            path: dir.path().join("mdgate.db"),
+        };
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+        };
+        let store = runtime().block_on(crate::store::open(&cfg)).expect("store");
+        let auditor = Auditor::start(store.clone());
+        let workers: Vec<_> = (0..2)
+            .map(|w| {
+                let auditor = auditor.clone();
+                std::thread::spawn(move || {
+                    runtime().block_on(async {
+                        let appends = (0..50).map(|i| auditor.append(record(w * 100 + i)));
+                        for result in futures_util::future::join_all(appends).await {
+                            result.expect("durable");
+                        }
+                    })
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("worker");
+        }
+        assert_eq!(
+            auditor.writers.lock().expect("lock").len(),
+            2,
+            "one writer per thread"
+        );
+        let rt = runtime();
+        let checked = rt
+            .block_on(store.verify_audit(None))
+            .expect("read")
+            .expect("one chain");
+        assert_eq!(checked.entries, 100);
+        // The workers' runtimes are gone, and their writers with them: an
+        // append from here starts a writer of its own.
+        rt.block_on(auditor.append(record(1000))).expect("durable");
+        assert_eq!(auditor.writers.lock().expect("lock").len(), 1);
+        let checked = rt
+            .block_on(store.verify_audit(None))
+            .expect("read")
+            .expect("one chain");
+        assert_eq!(checked.entries, 101);
     }
 }
