@@ -21,6 +21,8 @@ const MAX_BATCH: usize = 256;
 const QUEUE: usize = 4096;
 
 type Job = (AuditRecord, oneshot::Sender<Result<(), Arc<StoreError>>>);
+/// A thread and the queue of its writer task.
+type Writer = (ThreadId, mpsc::Sender<Job>);
 
 /// The handle requests append through. Cheap to clone.
 ///
@@ -33,7 +35,7 @@ type Job = (AuditRecord, oneshot::Sender<Result<(), Arc<StoreError>>>);
 #[derive(Clone)]
 pub struct Auditor {
     store: Arc<dyn Store>,
-    writers: Arc<Mutex<Vec<(ThreadId, mpsc::Sender<Job>)>>>,
+    writers: Arc<Mutex<Vec<Writer>>>,
 }
 
 /// Why an entry could not be written.
