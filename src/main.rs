@@ -521,7 +521,9 @@ fn audit(action: AuditCommand) -> ExitCode {
     }
     let mut intact = true;
     let status = run_async(async {
-        let store = mdgate::store::open(&cfg.store)
+        // Read only: verifying a copy kept as evidence must not migrate or
+        // otherwise write to it.
+        let store = mdgate::store::open_read_only(&cfg.store)
             .await
             .map_err(|e| format!("audit: {e}"))?;
         let done = match action {

@@ -428,6 +428,18 @@ pub async fn open(cfg: &config::Store) -> Result<Arc<dyn Store>, StoreError> {
     }
 }
 
+/// Opens the configured store's existing file for reading only: no
+/// migration, no write (`mdgate audit`, which may be pointed at a copy kept
+/// as evidence). Writes through the returned store fail.
+pub async fn open_read_only(cfg: &config::Store) -> Result<Arc<dyn Store>, StoreError> {
+    match cfg {
+        config::Store::Sqlite { path } => {
+            let store = sqlite::SqliteStore::open_read_only(path).await?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
 /// Applies pending migrations (for `mdgate migrate`) and reports them.
 pub async fn migrate(cfg: &config::Store) -> Result<MigrationReport, StoreError> {
     match cfg {

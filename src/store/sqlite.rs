@@ -152,6 +152,39 @@ impl SqliteStore {
         })
     }
 
+    /// Opens an existing store file for reading only (`mdgate audit`): no
+    /// file is created, no migration is applied, nothing is written, so
+    /// verifying a copy kept as evidence leaves it as it was. A schema newer
+    /// than this binary's, or with modified migrations, is refused as
+    /// [`SqliteStore::open`] refuses it; an older one is read as it is.
+    pub async fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let mut conn = options.connect().await.map_err(|e| open_error(path, e))?;
+        let applied = read_applied(&mut conn).await?;
+        if applied.is_empty() {
+            return Err(StoreError::Open {
+                path: path.to_owned(),
+                reason: "not an mdgate store (no schema recorded)".to_owned(),
+            });
+        }
+        schema::check_applied(&applied, &embedded())?;
+        conn.close().await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await
+            .map_err(|e| open_error(path, e))?;
+        Ok(SqliteStore {
+            pool,
+            audit_head: Arc::default(),
+        })
+    }
+
     /// The pool, for tests that read per-connection pragmas.
     #[cfg(test)]
     pub(super) fn pool(&self) -> &SqlitePool {

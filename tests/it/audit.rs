@@ -258,3 +258,46 @@ async fn a_missing_store_or_a_bad_head_is_an_error() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("64 hexadecimal digits"), "{stderr}");
 }
+
+/// `audit` opens the store read-only: a copy kept as evidence, here one
+/// whose schema predates this binary (migration 4 not recorded), is
+/// verified, exported and read as it is, with no migration applied and no
+/// byte of it changed.
+#[tokio::test]
+async fn verifying_a_copy_writes_nothing_to_it() {
+    let s = setup(4).await;
+    // As an older mdgate left it: version 4 not applied.
+    tamper(&s.db, &["DELETE FROM _sqlx_migrations WHERE version = 4"]).await;
+    let bytes = std::fs::read(&s.db).unwrap();
+    let (code, stdout, stderr) = audit(&s.config, &["verify"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("4 entries"), "{stdout}");
+    let (code, stdout, _) = audit(&s.config, &["export"]);
+    assert_eq!(code, 0);
+    assert_eq!(stdout.lines().count(), 4);
+    let (code, _, _) = audit(&s.config, &["head"]);
+    assert_eq!(code, 0);
+    assert_eq!(std::fs::read(&s.db).unwrap(), bytes, "the file changed");
+    let mut conn = SqliteConnectOptions::new()
+        .filename(&s.db)
+        .read_only(true)
+        .connect()
+        .await
+        .unwrap();
+    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(versions, [1, 2, 3], "no migration applied");
+    conn.close().await.unwrap();
+
+    // Something that is not a store is refused, not created or migrated.
+    std::fs::write(&s.db, b"").unwrap();
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", s.db.display()));
+    }
+    let (code, _, stderr) = audit(&s.config, &["verify"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("not an mdgate store"), "{stderr}");
+    assert_eq!(std::fs::read(&s.db).unwrap(), b"", "the file changed");
+}
