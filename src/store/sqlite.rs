@@ -667,9 +667,11 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
 // --- writes shared by several methods; each runs on a connection already
 // inside a `BEGIN IMMEDIATE` transaction.
 
-/// Most rows in one `INSERT` of [`append_audit_batch_in`]: 8 values a
-/// row stays far below SQLite's limit of 32,766 bound values.
-const AUDIT_ROWS_PER_INSERT: usize = 64;
+/// Most rows in one `INSERT`, and in one guarded statement: 8 values a
+/// row, 4,096 in all, stays far below SQLite's limit of 32,766 bound
+/// values, and above the data path's largest group (256 entries), so a
+/// group under the heaviest load still commits in one statement.
+const AUDIT_ROWS_PER_INSERT: usize = 512;
 
 /// Appends `records` in order at the head of the chain: one read of the
 /// head, the hashes chained in memory, and one multi-row `INSERT` per

@@ -336,6 +336,25 @@ async fn the_guarded_append_writes_only_on_its_head() {
     assert_eq!((checked.entries, checked.last_hash), (3, next[0].hash));
 }
 
+/// Large groups: up to 512 entries go in one guarded statement, more in
+/// a transaction split into several inserts; the chain is one either way.
+#[tokio::test]
+async fn large_audit_groups_stay_one_chain() {
+    let (_dir, _path, store) = fresh().await;
+    store.append_audit(audit(0, None)).await.unwrap();
+    let one_statement: Vec<_> = (1..=512).map(|n| audit(n, None)).collect();
+    let written = store.append_audit_batch(one_statement).await.unwrap();
+    assert_eq!((written[0].seq, written[511].seq), (2, 513));
+    let several: Vec<_> = (513..1113).map(|n| audit(n, None)).collect();
+    let written = store.append_audit_batch(several).await.unwrap();
+    assert_eq!((written[0].seq, written[599].seq), (514, 1113));
+    let checked = store.verify_audit(None).await.unwrap().unwrap();
+    assert_eq!(
+        (checked.entries, checked.last_hash),
+        (1113, written[599].hash)
+    );
+}
+
 /// Each store remembers the head it last wrote; two stores on one file
 /// (two processes, or the data path's writer and another writer) keep
 /// moving it under each other, in turn and at once. The chain stays one.
