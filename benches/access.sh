@@ -20,6 +20,9 @@
 #   FOREIGN_MAX=5 RETRIES=3      rerun a phase when other processes used more
 #                                than FOREIGN_MAX % of a core in its window
 #   QUIET_MAX=120 QUIET_BUSY=10  wait before a phase for the cores to go quiet
+#   PLAIN_PUBLIC=1 site one's public listener (the `passthrough` baseline)
+#                 over plain HTTP instead of TLS; the federation listener
+#                 of `authorized` always has mutual TLS
 #   STORE_DIR=    where the testbed's sites (and SQLite stores) live; default
 #                 a temporary directory under $TMPDIR (ext4 here). Pointing it
 #                 at /dev/shm shows what the audit's fsync costs.
@@ -96,6 +99,7 @@ args=(--out "$OUT" --work "$STORE_DIR" --nginx "${NGINX:-/usr/sbin/nginx}"
       --load-cpu "$LOAD_CPU" --server-cpu "$SERVER_CPU" --foreign-max "$FOREIGN_MAX"
       --retries "$RETRIES" --quiet-max "$QUIET_MAX" --quiet-busy "$QUIET_BUSY")
 [ -n "${PERF:-}" ] && args+=(--perf-cpu "$SERVER_CPU")
+[ -n "${PLAIN_PUBLIC:-}" ] && args+=(--plain-public)
 # The driver pins its own threads (see the module docs of access_bench.rs).
 "$BIN" "${args[@]}" &
 bench_pid=$!

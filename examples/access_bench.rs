@@ -9,8 +9,9 @@
 //!
 //! * `direct`: the emulator itself, plain HTTP, the `JSESSIONID` cookie
 //!   sent by the load generator;
-//! * `passthrough`: the same request through site one's public listener
-//!   (plain HTTP in the testbed): mdgate's own pass-through;
+//! * `passthrough`: the same request through site one's public listener,
+//!   over TLS with site one's certificate (`--plain-public`: plain HTTP):
+//!   mdgate's own pass-through;
 //! * `authorized`: `GET /federation/v1/records/{fid}/vitals` with the
 //!   grant token as Bearer, sent with site two's `Egress` (its mTLS client,
 //!   as `tests/it/access.rs` `raw_read` does) to site one's federation
@@ -65,7 +66,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use serde::Serialize;
 use uuid::Uuid;
 
-use mdgate::demo::testbed::Testbed;
+use mdgate::demo::testbed::{PublicListener, Testbed, Upstreams};
 use mdgate::federation::access::{millis, GrantCache, LiveGrant};
 use mdgate::federation::egress::Egress;
 use mdgate::policy::{GrantFacts, Policy, RequestFacts, Role, RouteId};
@@ -132,6 +133,12 @@ struct Args {
     /// `authorized` phase after the rounds (perf.data in --out).
     #[arg(long)]
     perf_cpu: Option<usize>,
+    /// Serve site one's public listener over plain HTTP (as behind a
+    /// TLS-terminating proxy) instead of TLS: `passthrough` then pays for
+    /// no TLS at all, while `authorized` pays for the federation
+    /// listener's.
+    #[arg(long)]
+    plain_public: bool,
     #[arg(long)]
     skip_checks: bool,
     #[arg(long)]
@@ -160,6 +167,8 @@ struct SetupReport {
     body_bytes: usize,
     nginx_version: Option<String>,
     tls_to_nginx: Option<String>,
+    /// The same for site one's public listener; `None`: plain HTTP.
+    tls_to_passthrough: Option<String>,
     /// Every thread of this process: name and allowed CPUs.
     threads: Vec<(u32, String, String)>,
     /// The audit log of site one before and after the load phases, and the
@@ -593,10 +602,11 @@ impl ServerCertVerifier for Pinned {
 
 /// A TLS client presenting `client_cert`/`client_key` and trusting only
 /// `server_cert`.
-fn mtls_connector(
+/// A TLS client that trusts exactly `server_cert`, with a client
+/// certificate when `client` is given (mutual TLS).
+fn tls_connector(
     server_cert: &Path,
-    client_cert: &Path,
-    client_key: &Path,
+    client: Option<(&Path, &Path)>,
 ) -> Result<tokio_rustls::TlsConnector> {
     let provider = rustls::crypto::ring::default_provider();
     let algs = provider.signature_verification_algorithms;
@@ -604,13 +614,17 @@ fn mtls_connector(
         cert: CertificateDer::from_pem_file(server_cert)?,
         algs,
     };
-    let certs = vec![CertificateDer::from_pem_file(client_cert)?];
-    let key = PrivateKeyDer::from_pem_file(client_key)?;
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(pinned))
-        .with_client_auth_cert(certs, key)?;
+        .with_custom_certificate_verifier(Arc::new(pinned));
+    let mut config = match client {
+        Some((cert, key)) => builder.with_client_auth_cert(
+            vec![CertificateDer::from_pem_file(cert)?],
+            PrivateKeyDer::from_pem_file(key)?,
+        )?,
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
@@ -623,6 +637,9 @@ struct BedInfo {
     egress: Arc<Egress>,
     one_fqdn: String,
     one_public: SocketAddr,
+    /// Site one's public listener speaks TLS (with its federation
+    /// certificate).
+    one_public_tls: bool,
     emulator: SocketAddr,
     one_dir: PathBuf,
     two_dir: PathBuf,
@@ -636,8 +653,8 @@ struct BedInfo {
 
 /// Starts the two-site testbed and runs the access flow up to a viewer
 /// grant (as `tests/it/access.rs` does), on the calling runtime.
-async fn setup_bed(dir: &Path) -> Result<(Testbed, BedInfo)> {
-    let bed = Testbed::start(dir, &["one", "two"], "")
+async fn setup_bed(dir: &Path, public: PublicListener) -> Result<(Testbed, BedInfo)> {
+    let bed = Testbed::start_sites(dir, &["one", "two"], "", &Upstreams::InProcess, public)
         .await
         .map_err(|e| anyhow!("testbed: {e}"))?;
     let info = grant_flow(&bed).await;
@@ -743,6 +760,7 @@ async fn grant_flow(bed: &Testbed) -> Result<BedInfo> {
         egress: two.running().egress.clone().context("egress on two")?,
         one_fqdn: one.fqdn.clone(),
         one_public: one.running().public_addr,
+        one_public_tls: one.public == PublicListener::Tls,
         emulator,
         one_dir: one.dir.clone(),
         two_dir: two.dir.clone(),
@@ -763,7 +781,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(dir: PathBuf, cpu: usize) -> Result<(Server, BedInfo)> {
+    fn start(dir: PathBuf, cpu: usize, public: PublicListener) -> Result<(Server, BedInfo)> {
         let (info_tx, info_rx) = std::sync::mpsc::channel::<Result<BedInfo>>();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -775,7 +793,7 @@ impl Server {
                         .enable_all()
                         .build()?;
                     rt.block_on(async {
-                        match setup_bed(&dir).await {
+                        match setup_bed(&dir, public).await {
                             Ok((bed, info)) => {
                                 let _ = info_tx.send(Ok(info));
                                 let _ = stop_rx.await;
@@ -1830,7 +1848,24 @@ fn build_endpoints(info: &BedInfo, nginx_port: Option<u16>) -> Result<Vec<Endpoi
         })
     };
     eps.push(plain(Target::Direct, info.emulator)?);
-    eps.push(plain(Target::Passthrough, info.one_public)?);
+    if info.one_public_tls {
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, host_one.clone());
+        headers.insert(COOKIE, cookie.clone());
+        eps.push(Endpoint {
+            target: Target::Passthrough,
+            via: Via::Tls {
+                addr: info.one_public,
+                connector: tls_connector(&info.one_dir.join("fed.crt"), None)?,
+                name: ServerName::try_from(info.one_fqdn.clone())?,
+            },
+            path: info.upstream_path.clone(),
+            uri: info.upstream_path.parse()?,
+            headers,
+        });
+    } else {
+        eps.push(plain(Target::Passthrough, info.one_public)?);
+    }
     let mut headers = HeaderMap::new();
     headers.insert(AUTHORIZATION, bearer.clone());
     eps.push(Endpoint {
@@ -1851,10 +1886,9 @@ fn build_endpoints(info: &BedInfo, nginx_port: Option<u16>) -> Result<Vec<Endpoi
             target: Target::Nginx,
             via: Via::Tls {
                 addr: SocketAddr::from(([127, 0, 0, 1], port)),
-                connector: mtls_connector(
+                connector: tls_connector(
                     &info.one_dir.join("fed.crt"),
-                    &info.two_dir.join("fed.crt"),
-                    &info.two_dir.join("fed.key"),
+                    Some((&info.two_dir.join("fed.crt"), &info.two_dir.join("fed.key"))),
                 )?,
                 name: ServerName::try_from(info.one_fqdn.clone())?,
             },
@@ -1895,6 +1929,30 @@ async fn reference(eps: &[Endpoint]) -> Result<Bytes> {
         }
     }
     body.context("no target")
+}
+
+/// The protocol version and cipher suite a TLS target negotiates (`None`
+/// for a target without TLS).
+async fn negotiated(eps: &[Endpoint], target: Target) -> Result<Option<String>> {
+    let Some(Endpoint {
+        via: Via::Tls {
+            addr,
+            connector,
+            name,
+        },
+        ..
+    }) = eps.iter().find(|e| e.target == target)
+    else {
+        return Ok(None);
+    };
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let tls = connector.connect(name.clone(), tcp).await?;
+    let (_, c) = tls.get_ref();
+    Ok(Some(format!(
+        "{:?} {:?}",
+        c.protocol_version(),
+        c.negotiated_cipher_suite().map(|s| s.suite())
+    )))
 }
 
 /// Which `mdgate-worker-0` thread is site one's: the one that works when
@@ -1955,27 +2013,8 @@ async fn load_phases(
     };
     let eps = build_endpoints(info, nginx.as_ref().map(|n| n.port))?;
     let expect = reference(&eps).await?;
-    let tls_to_nginx = match eps.iter().find(|e| e.target == Target::Nginx) {
-        Some(Endpoint {
-            via:
-                Via::Tls {
-                    addr,
-                    connector,
-                    name,
-                },
-            ..
-        }) => {
-            let tcp = tokio::net::TcpStream::connect(addr).await?;
-            let tls = connector.connect(name.clone(), tcp).await?;
-            let (_, c) = tls.get_ref();
-            Some(format!(
-                "{:?} {:?}",
-                c.protocol_version(),
-                c.negotiated_cipher_suite().map(|s| s.suite())
-            ))
-        }
-        _ => None,
-    };
+    let tls_to_nginx = negotiated(&eps, Target::Nginx).await?;
+    let tls_to_passthrough = negotiated(&eps, Target::Passthrough).await?;
     let pass = eps
         .iter()
         .find(|e| e.target == Target::Passthrough)
@@ -2073,6 +2112,7 @@ async fn load_phases(
         body_bytes: expect.len(),
         nginx_version: nginx.as_ref().and_then(|_| Nginx::version(&args.nginx)),
         tls_to_nginx,
+        tls_to_passthrough,
         threads: threads()
             .into_iter()
             .map(|(tid, t)| {
@@ -2259,7 +2299,12 @@ fn main() -> Result<()> {
     }
     if !args.skip_load {
         eprintln!("[access_bench] starting the testbed");
-        let (mut server, info) = Server::start(args.work.join("bed"), args.server_cpu)?;
+        let public = if args.plain_public {
+            PublicListener::PlainHttp
+        } else {
+            PublicListener::Tls
+        };
+        let (mut server, info) = Server::start(args.work.join("bed"), args.server_cpu, public)?;
         pin_current(args.load_cpu)?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -2399,8 +2444,9 @@ fn markdown(r: &Report) -> String {
         );
     }
     if let Some(setup) = &r.setup {
-        let _ = writeln!(s, "## Load\n\nupstream `{}`; federation `{}`; body {} bytes; nginx: {:?}, TLS to nginx {:?}\n",
-            setup.upstream_path, setup.federation_path, setup.body_bytes, setup.nginx_version, setup.tls_to_nginx);
+        let _ = writeln!(s, "## Load\n\nupstream `{}`; federation `{}`; body {} bytes; nginx: {:?}, TLS to nginx {:?}; passthrough: {}\n",
+            setup.upstream_path, setup.federation_path, setup.body_bytes, setup.nginx_version, setup.tls_to_nginx,
+            setup.tls_to_passthrough.as_deref().map_or("plain HTTP".to_owned(), |t| format!("TLS {t}")));
         let _ = writeln!(
             s,
             "audit log of site one: seq {} → {} (+{}); authorized reads answered 200: {}\n",

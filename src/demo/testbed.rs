@@ -59,6 +59,8 @@ pub struct Site {
     /// the site.
     pub upstream_process: Option<UpstreamProcess>,
     pub running: Option<Running>,
+    /// What the public listener speaks.
+    pub public: PublicListener,
     pub doctor: Login,
     pub patient: Login,
     pub federation_account: Login,
@@ -85,9 +87,15 @@ impl Site {
         self.upstream_process.take();
     }
 
-    /// The base URL of the public listener (`http://127.0.0.1:port`).
+    /// The base URL of the public listener (`http://127.0.0.1:port`; with
+    /// [`PublicListener::Tls`], `https://` and the site's name must go in
+    /// SNI and `Host`).
     pub fn public_url(&self) -> String {
-        format!("http://{}", self.running().public_addr)
+        let scheme = match self.public {
+            PublicListener::PlainHttp => "http",
+            PublicListener::Tls => "https",
+        };
+        format!("{scheme}://{}", self.running().public_addr)
     }
 
     /// Stops this site's mdgate (as a crash would: no drain).
@@ -107,6 +115,19 @@ pub enum Upstreams {
     /// binary: for measurements of mdgate's own memory, which an
     /// emulator holding a whole record would otherwise blur.
     Processes(PathBuf),
+}
+
+/// What the sites' public listeners speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublicListener {
+    /// Plain HTTP (`plain_http = true`), as behind a TLS-terminating
+    /// proxy; what tests use.
+    PlainHttp,
+    /// TLS with the site's own certificate (the one its federation
+    /// listener shows), as a site exposed directly serves its pages:
+    /// `benches/access.sh` measures mdgate's pass-through this way too, so
+    /// that it pays for TLS as the federation listener does.
+    Tls,
 }
 
 /// An `accessmd-emulator` child process; killed when dropped.
@@ -193,6 +214,17 @@ impl Testbed {
         extra: &str,
         upstreams: &Upstreams,
     ) -> Result<Testbed, TestbedError> {
+        Testbed::start_sites(base, names, extra, upstreams, PublicListener::PlainHttp).await
+    }
+
+    /// [`Testbed::start_with`] with the public listeners as `public` says.
+    pub async fn start_sites(
+        base: &Path,
+        names: &[&str],
+        extra: &str,
+        upstreams: &Upstreams,
+        public: PublicListener,
+    ) -> Result<Testbed, TestbedError> {
         let dns = TestDnsServer::builder()
             .zone(ZONE)
             .start()
@@ -204,7 +236,7 @@ impl Testbed {
             let fqdn = format!("{name}.{ZONE}");
             let dir = base.join(name);
             std::fs::create_dir_all(&dir).map_err(err("site directory"))?;
-            sites.push(Site::create(&dns, &fqdn, &dir, extra, upstreams).await?);
+            sites.push(Site::create(&dns, &fqdn, &dir, extra, upstreams, public).await?);
         }
         Ok(Testbed { dns, sites })
     }
@@ -283,6 +315,7 @@ impl Site {
         dir: &Path,
         extra: &str,
         upstreams: &Upstreams,
+        public: PublicListener,
     ) -> Result<Site, TestbedError> {
         let short = fqdn.split('.').next().unwrap_or("site").to_owned();
         let (emulator, upstream_process, upstream_url) = match upstreams {
@@ -377,7 +410,7 @@ password_file = "federation-account.password"
 
 [public]
 listen = "127.0.0.1:0"
-plain_http = true
+{public_transport}
 
 [federation]
 listen = "127.0.0.1:0"
@@ -414,6 +447,10 @@ tls_selector = "{TLS_SELECTOR}"
 "#,
             fed_user = federation_account.username,
             dns = dns.addr(),
+            public_transport = match public {
+                PublicListener::PlainHttp => "plain_http = true",
+                PublicListener::Tls => "tls = { cert_file = \"fed.crt\", key_file = \"fed.key\" }",
+            },
         );
         std::fs::write(&config_path, text).map_err(err("configuration"))?;
         let config = crate::config::load(&config_path).map_err(|e| e.report())?;
@@ -427,6 +464,7 @@ tls_selector = "{TLS_SELECTOR}"
             upstream: emulator,
             upstream_process,
             running: Some(running),
+            public,
             doctor,
             patient,
             federation_account,

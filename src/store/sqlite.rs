@@ -112,6 +112,13 @@ type ChainHead = (i64, [u8; 32]);
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One connection of its own for appending audit entries, the writes of
+    /// the data path. Its page cache stays warm: in WAL mode a connection
+    /// rereads the pages it caches whenever another connection committed
+    /// since its last transaction, so appends handed round the main pool
+    /// reread the log's last pages every time. Appends also queue here
+    /// rather than on SQLite's write lock.
+    audit_pool: SqlitePool,
     /// The chain head as of this store's last audit append: `(seq, hash)`,
     /// `(0, GENESIS)` for an empty log. Only a hint: an append built on it
     /// checks it in the same statement ([`guarded_audit_insert`]) and falls
@@ -143,11 +150,19 @@ impl SqliteStore {
             // for nothing: a local file does not drop connections, and a
             // failing one reports its error on use.
             .test_before_acquire(false)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| open_error(path, e))?;
+        let audit_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(|e| open_error(path, e))?;
         Ok(SqliteStore {
             pool,
+            audit_pool,
             audit_head: Arc::default(),
         })
     }
@@ -180,6 +195,7 @@ impl SqliteStore {
             .await
             .map_err(|e| open_error(path, e))?;
         Ok(SqliteStore {
+            audit_pool: pool.clone(),
             pool,
             audit_head: Arc::default(),
         })
@@ -189,6 +205,12 @@ impl SqliteStore {
     #[cfg(test)]
     pub(super) fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// The audit appends' own connection, for tests.
+    #[cfg(test)]
+    pub(super) fn audit_pool(&self) -> &SqlitePool {
+        &self.audit_pool
     }
 
     /// Appends `records` at the head of the chain. With the head known from
@@ -210,7 +232,7 @@ impl SqliteStore {
         let records = match hint {
             Some(head) if records.len() <= AUDIT_ROWS_PER_INSERT => {
                 let (entries, columns) = chain_records(head, records);
-                match guarded_audit_insert(&self.pool, head, &entries, &columns).await {
+                match guarded_audit_insert(&self.audit_pool, head, &entries, &columns).await {
                     Ok(true) => {
                         self.remember_audit_head(&entries);
                         return Ok(entries);
@@ -222,7 +244,7 @@ impl SqliteStore {
             }
             _ => records,
         };
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.audit_pool.begin_with("BEGIN IMMEDIATE").await?;
         let entries = append_audit_batch_in(&mut tx, records).await?;
         tx.commit().await?;
         self.remember_audit_head(&entries);
@@ -679,7 +701,7 @@ const AUDIT_ROWS_PER_INSERT: usize = 512;
 /// through here, so its cost per entry is a hash, not two statements.
 /// The caller's write lock (`BEGIN IMMEDIATE`) makes reading the head and
 /// inserting one step; the primary key on `seq` would refuse a fork anyway.
-async fn append_audit_batch_in(
+pub(super) async fn append_audit_batch_in(
     conn: &mut SqliteConnection,
     records: Vec<AuditRecord>,
 ) -> Result<Vec<AuditEntry>, StoreError> {

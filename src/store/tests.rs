@@ -355,6 +355,55 @@ async fn large_audit_groups_stay_one_chain() {
     );
 }
 
+/// Audit appends have a connection of their own, set up as the others
+/// (WAL, `synchronous = FULL`): they go on while every pooled connection
+/// is taken, e.g. by pages reading, and the chain stays one with the
+/// state changes that append through the main pool.
+#[tokio::test]
+async fn audit_appends_have_their_own_durable_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mdgate.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let own = store.audit_pool();
+    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(own)
+        .await
+        .unwrap();
+    assert_eq!(sync, 2, "FULL");
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(own)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+
+    let mut held = Vec::new();
+    for _ in 0..store.pool().options().get_max_connections() {
+        held.push(store.pool().acquire().await.unwrap());
+    }
+    let first = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        store.append_audit(audit(1, None)),
+    )
+    .await
+    .expect("not waiting for the main pool")
+    .unwrap();
+    assert_eq!(first.seq, 1);
+    drop(held);
+
+    // A state change's entry goes through the main pool; the next append
+    // on the audit connection builds on it.
+    let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await.unwrap();
+    let moved = super::sqlite::append_audit_batch_in(&mut tx, vec![audit(2, None)])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(moved[0].seq, 2);
+    let third = store.append_audit(audit(3, None)).await.unwrap();
+    assert_eq!((third.seq, third.prev_hash), (3, moved[0].hash));
+    let checked = store.verify_audit(None).await.unwrap().unwrap();
+    assert_eq!(checked.entries, 3);
+}
+
 /// Each store remembers the head it last wrote; two stores on one file
 /// (two processes, or the data path's writer and another writer) keep
 /// moving it under each other, in turn and at once. The chain stays one.
