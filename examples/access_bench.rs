@@ -309,6 +309,8 @@ struct Snap {
     nginx_ns: u64,
     cpus: Vec<u64>,
     fed_conns: u64,
+    /// Site one's audit group commits so far: (commits, entries, seconds).
+    audit: (f64, f64, f64),
 }
 
 impl Probe {
@@ -322,6 +324,7 @@ impl Probe {
                 .unwrap_or(0),
             cpus: cpu_idle(),
             fed_conns: federation_connections(&self.metrics_one),
+            audit: audit_commits(&self.metrics_one),
         }
     }
 
@@ -352,6 +355,22 @@ fn federation_connections(metrics: &mdgate::admin::Metrics) -> u64 {
         .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
         .map(|v| v as u64)
         .sum()
+}
+
+/// Site one's `mdgate_audit_group_entries` count and sum and
+/// `mdgate_audit_commit_duration_seconds` sum.
+fn audit_commits(metrics: &mdgate::admin::Metrics) -> (f64, f64, f64) {
+    let text = metrics.encode();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        value("mdgate_audit_group_entries_count"),
+        value("mdgate_audit_group_entries_sum"),
+        value("mdgate_audit_commit_duration_seconds_sum"),
+    )
 }
 
 #[derive(Serialize, Clone, Default)]
@@ -1110,6 +1129,11 @@ struct Phase {
     cpu_us_per_req: BTreeMap<String, f64>,
     /// Federation connections site one accepted during the window.
     federation_conns_opened: u64,
+    /// Site one's audit group commits during the window: how many, their
+    /// mean entries, and their mean time to durable (µs).
+    audit_commits: f64,
+    audit_entries_per_commit: f64,
+    audit_commit_us: f64,
 }
 
 struct PhaseSpec {
@@ -2220,6 +2244,9 @@ fn make_phase(
         errors: out.errors,
         ok_all: out.ok_all,
         federation_conns_opened: b.fed_conns.saturating_sub(a.fed_conns),
+        audit_commits: b.audit.0 - a.audit.0,
+        audit_entries_per_commit: (b.audit.1 - a.audit.1) / (b.audit.0 - a.audit.0).max(1.0),
+        audit_commit_us: (b.audit.2 - a.audit.2) * 1e6 / (b.audit.0 - a.audit.0).max(1.0),
         cpu,
         cpu_us_per_req,
     }
@@ -2520,7 +2547,23 @@ fn markdown(r: &Report) -> String {
                     cpu("mdgate"), cpu("sqlite"), cpu("testbed"), cpu("nginx"), conns, bad, errs);
             }
         }
+        let auth = by(Target::Authorized);
+        if !auth.is_empty() {
+            let med = |f: &dyn Fn(&Phase) -> f64| median(auth.iter().map(|p| f(p)).collect());
+            let _ = writeln!(
+                s,
+                "\nauthorized: site one's audit group commits (mdgate's metrics): {:.0} per s, {:.2} entries each, {:.0} µs each to durable",
+                med(&|p| p.audit_commits / window_seconds(p)),
+                med(&|p| p.audit_entries_per_commit),
+                med(&|p| p.audit_commit_us)
+            );
+        }
         let _ = writeln!(s);
     }
     s
+}
+
+/// The recorded window of a phase, in seconds.
+fn window_seconds(p: &Phase) -> f64 {
+    p.req_per_s.max(1e-9).recip() * p.requests as f64
 }

@@ -75,6 +75,9 @@ pub struct Metrics {
     dns_cache: Family<CacheOutcomeLabels, Counter>,
     dns_failures: Family<DnsReasonLabels, Counter>,
     peer_key_refusals: Family<DnsReasonLabels, Counter>,
+    audit_group_entries: Histogram,
+    audit_commit_duration: Histogram,
+    audit_write_failures: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -105,6 +108,10 @@ impl Metrics {
         let dns_cache = Family::<CacheOutcomeLabels, Counter>::default();
         let dns_failures = Family::<DnsReasonLabels, Counter>::default();
         let peer_key_refusals = Family::<DnsReasonLabels, Counter>::default();
+        // 1 .. 512 entries in factors of 2 (a group holds at most 256).
+        let audit_group_entries = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        let audit_commit_duration = latency_histogram();
+        let audit_write_failures = Counter::default();
         registry.register(
             "requests",
             "Requests answered, by listener, route class and status",
@@ -166,6 +173,21 @@ impl Metrics {
             "Peer keys refused, by reason",
             peer_key_refusals.clone(),
         );
+        registry.register(
+            "audit_group_entries",
+            "Audit entries of the data path per group commit (count: commits, sum: entries)",
+            audit_group_entries.clone(),
+        );
+        registry.register(
+            "audit_commit_duration_seconds",
+            "Time a group of audit entries took to become durable, flush included",
+            audit_commit_duration.clone(),
+        );
+        registry.register(
+            "audit_write_failures",
+            "Group commits of audit entries that failed (their requests were answered 500)",
+            audit_write_failures.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -180,6 +202,18 @@ impl Metrics {
             dns_cache,
             dns_failures,
             peer_key_refusals,
+            audit_group_entries,
+            audit_commit_duration,
+            audit_write_failures,
+        }
+    }
+
+    /// One group commit of the data path's audit entries.
+    pub fn audit_commit(&self, entries: usize, seconds: f64, ok: bool) {
+        self.audit_group_entries.observe(entries as f64);
+        self.audit_commit_duration.observe(seconds);
+        if !ok {
+            self.audit_write_failures.inc();
         }
     }
 

@@ -320,7 +320,7 @@ pub(crate) fn audit(
 impl Access {
     /// Must be called within a Tokio runtime (the audit writer starts on it).
     pub fn new(parts: AccessParts) -> Access {
-        let auditor = Auditor::start(parts.store.clone());
+        let auditor = Auditor::start(parts.store.clone(), parts.metrics.clone());
         Access {
             inner: Arc::new(Inner {
                 parts,

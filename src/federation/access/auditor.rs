@@ -11,8 +11,11 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::ThreadId;
 
+use std::time::Instant;
+
 use tokio::sync::{mpsc, oneshot};
 
+use crate::admin::Metrics;
 use crate::store::{AuditRecord, Store, StoreError};
 
 /// Most entries in one transaction.
@@ -35,6 +38,7 @@ type Writer = (ThreadId, mpsc::Sender<Job>);
 #[derive(Clone)]
 pub struct Auditor {
     store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
     writers: Arc<Mutex<Vec<Writer>>>,
 }
 
@@ -49,10 +53,13 @@ pub enum AuditError {
 
 impl Auditor {
     /// An auditor appending to `store`; writers start with the first
-    /// append on each thread.
-    pub fn start(store: Arc<dyn Store>) -> Auditor {
+    /// append on each thread. Each group commit is counted in `metrics`
+    /// (`mdgate_audit_group_entries`, `mdgate_audit_commit_duration_seconds`,
+    /// `mdgate_audit_write_failures`).
+    pub fn start(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Auditor {
         Auditor {
             store,
+            metrics,
             writers: Arc::default(),
         }
     }
@@ -82,13 +89,13 @@ impl Auditor {
             return tx.clone();
         }
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write(self.store.clone(), rx));
+        tokio::spawn(write(self.store.clone(), self.metrics.clone(), rx));
         writers.push((here, tx.clone()));
         tx
     }
 }
 
-async fn write(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>) {
+async fn write(store: Arc<dyn Store>, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -99,11 +106,17 @@ async fn write(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>) {
             }
         }
         let (records, waiters): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
+        let started = Instant::now();
         let result = store
             .append_audit_batch(records)
             .await
             .map(|_| ())
             .map_err(Arc::new);
+        metrics.audit_commit(
+            waiters.len(),
+            started.elapsed().as_secs_f64(),
+            result.is_ok(),
+        );
         if let Err(e) = &result {
             tracing::error!(error = %e, entries = waiters.len(), "audit log write failed");
         }
@@ -145,7 +158,8 @@ mod tests {
                 .expect("runtime")
         };
         let store = runtime().block_on(crate::store::open(&cfg)).expect("store");
-        let auditor = Auditor::start(store.clone());
+        let metrics = Arc::new(Metrics::new());
+        let auditor = Auditor::start(store.clone(), metrics.clone());
         let workers: Vec<_> = (0..2)
             .map(|w| {
                 let auditor = auditor.clone();
@@ -182,5 +196,15 @@ mod tests {
             .expect("read")
             .expect("one chain");
         assert_eq!(checked.entries, 101);
+        // Every entry was counted in a group commit, none failed.
+        let text = metrics.encode();
+        assert!(
+            text.contains("mdgate_audit_group_entries_sum 101.0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mdgate_audit_write_failures_total 0"),
+            "{text}"
+        );
     }
 }
