@@ -113,12 +113,20 @@ type ChainHead = (i64, [u8; 32]);
 pub struct SqliteStore {
     pool: SqlitePool,
     /// One connection of its own for appending audit entries, the writes of
-    /// the data path. Its page cache stays warm: in WAL mode a connection
-    /// rereads the pages it caches whenever another connection committed
-    /// since its last transaction, so appends handed round the main pool
-    /// reread the log's last pages every time. Appends also queue here
-    /// rather than on SQLite's write lock.
-    audit_pool: SqlitePool,
+    /// the data path, held outside any pool:
+    /// - its page cache stays warm: in WAL mode a connection rereads the
+    ///   pages it caches whenever another connection committed since its
+    ///   last transaction, so appends handed round the main pool reread the
+    ///   log's last pages every time;
+    /// - sqlx's pool pings a connection each time it is returned, a second
+    ///   round trip to SQLite's thread after every commit;
+    /// - appends queue on this lock rather than on SQLite's write lock.
+    ///
+    /// Opened at the first append; dropped after a failed one, so that the
+    /// next opens a fresh connection.
+    audit_conn: Arc<tokio::sync::Mutex<Option<SqliteConnection>>>,
+    /// How to open it.
+    audit_options: SqliteConnectOptions,
     /// The chain head as of this store's last audit append: `(seq, hash)`,
     /// `(0, GENESIS)` for an empty log. Only a hint: an append built on it
     /// checks it in the same statement ([`guarded_audit_insert`]) and falls
@@ -153,16 +161,10 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(|e| open_error(path, e))?;
-        let audit_pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .test_before_acquire(false)
-            .connect_with(options)
-            .await
-            .map_err(|e| open_error(path, e))?;
         Ok(SqliteStore {
             pool,
-            audit_pool,
+            audit_conn: Arc::default(),
+            audit_options: options,
             audit_head: Arc::default(),
         })
     }
@@ -191,12 +193,13 @@ impl SqliteStore {
             .max_connections(2)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .test_before_acquire(false)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| open_error(path, e))?;
         Ok(SqliteStore {
-            audit_pool: pool.clone(),
             pool,
+            audit_conn: Arc::default(),
+            audit_options: options,
             audit_head: Arc::default(),
         })
     }
@@ -207,10 +210,19 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// The audit appends' own connection, for tests.
+    /// Runs `pragma` on the audit appends' own connection, for tests.
     #[cfg(test)]
-    pub(super) fn audit_pool(&self) -> &SqlitePool {
-        &self.audit_pool
+    pub(super) async fn audit_conn_pragma(&self, pragma: &str) -> Result<String, StoreError> {
+        let mut slot = self.audit_conn.lock().await;
+        let conn = match slot.as_mut() {
+            Some(conn) => conn,
+            None => slot.insert(self.audit_options.connect().await?),
+        };
+        let row = sqlx::query(pragma).fetch_one(&mut *conn).await?;
+        Ok(match row.try_get::<i64, _>(0) {
+            Ok(n) => n.to_string(),
+            Err(_) => row.try_get::<String, _>(0)?,
+        })
     }
 
     /// Appends `records` at the head of the chain. With the head known from
@@ -225,6 +237,27 @@ impl SqliteStore {
         if records.is_empty() {
             return Ok(Vec::new());
         }
+        let mut slot = self.audit_conn.lock().await;
+        let conn = match slot.as_mut() {
+            Some(conn) => conn,
+            None => slot.insert(self.audit_options.connect().await?),
+        };
+        let result = self.append_audit_on(conn, records).await;
+        if result.is_err() {
+            // Whatever state the connection is in, the next append starts
+            // on a fresh one.
+            if let Some(conn) = slot.take() {
+                let _ = conn.close().await;
+            }
+        }
+        result
+    }
+
+    async fn append_audit_on(
+        &self,
+        conn: &mut SqliteConnection,
+        records: Vec<AuditRecord>,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
         let hint = *self
             .audit_head
             .lock()
@@ -232,7 +265,7 @@ impl SqliteStore {
         let records = match hint {
             Some(head) if records.len() <= AUDIT_ROWS_PER_INSERT => {
                 let (entries, columns) = chain_records(head, records);
-                match guarded_audit_insert(&self.audit_pool, head, &entries, &columns).await {
+                match guarded_audit_insert(&mut *conn, head, &entries, &columns).await {
                     Ok(true) => {
                         self.remember_audit_head(&entries);
                         return Ok(entries);
@@ -244,7 +277,7 @@ impl SqliteStore {
             }
             _ => records,
         };
-        let mut tx = self.audit_pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let entries = append_audit_batch_in(&mut tx, records).await?;
         tx.commit().await?;
         self.remember_audit_head(&entries);
@@ -802,7 +835,7 @@ fn push_audit_rows<'a>(
 /// statement's snapshot fails it with `SQLITE_BUSY_SNAPSHOT` rather than
 /// letting it fork the chain.
 pub(super) async fn guarded_audit_insert(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
     head: (i64, [u8; 32]),
     entries: &[AuditEntry],
     columns: &[AuditColumns],
@@ -823,7 +856,7 @@ pub(super) async fn guarded_audit_insert(
             .push_bind(head.1.to_vec())
             .push(" AND seq = (SELECT max(seq) FROM audit_log))");
     }
-    let done = insert.build().execute(pool).await?;
+    let done = insert.build().execute(conn).await?;
     Ok(done.rows_affected() == entries.len() as u64)
 }
 
@@ -1002,6 +1035,9 @@ impl Store for SqliteStore {
 
     fn close(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
+            if let Some(conn) = self.audit_conn.lock().await.take() {
+                conn.close().await?;
+            }
             self.pool.close().await;
             Ok(())
         })

@@ -311,25 +311,27 @@ async fn the_guarded_append_writes_only_on_its_head() {
     let store = SqliteStore::open(&dir.path().join("mdgate.db"))
         .await
         .unwrap();
-    let pool = store.pool();
+    let mut conn = store.pool().acquire().await.unwrap();
     let empty = (0, chain::GENESIS);
     let (first, cols) = chain_records(empty, vec![audit(1, None), audit(2, None)]);
-    assert!(guarded_audit_insert(pool, empty, &first, &cols)
+    assert!(guarded_audit_insert(&mut conn, empty, &first, &cols)
         .await
         .unwrap());
     // Built on the empty log again: refused, nothing written.
     let (again, cols) = chain_records(empty, vec![audit(3, None)]);
-    assert!(!guarded_audit_insert(pool, empty, &again, &cols)
+    assert!(!guarded_audit_insert(&mut conn, empty, &again, &cols)
         .await
         .unwrap());
     // Built on an entry that is not the last: refused.
     let old = (first[0].seq, first[0].hash);
     let (fork, cols) = chain_records(old, vec![audit(3, None)]);
-    assert!(!guarded_audit_insert(pool, old, &fork, &cols).await.unwrap());
+    assert!(!guarded_audit_insert(&mut conn, old, &fork, &cols)
+        .await
+        .unwrap());
     // On the head: written.
     let head = (first[1].seq, first[1].hash);
     let (next, cols) = chain_records(head, vec![audit(3, None)]);
-    assert!(guarded_audit_insert(pool, head, &next, &cols)
+    assert!(guarded_audit_insert(&mut conn, head, &next, &cols)
         .await
         .unwrap());
     let checked = store.verify_audit(None).await.unwrap().unwrap();
@@ -355,23 +357,19 @@ async fn large_audit_groups_stay_one_chain() {
     );
 }
 
-/// Audit appends have a connection of their own, set up as the others
-/// (WAL, `synchronous = FULL`): they go on while every pooled connection
-/// is taken, e.g. by pages reading, and the chain stays one with the
-/// state changes that append through the main pool.
+/// Audit appends have a connection of their own, outside the pool and set
+/// up as the others (WAL, `synchronous = FULL`): they go on while every
+/// pooled connection is taken, e.g. by pages reading, and the chain stays
+/// one with the state changes that append through the main pool.
 #[tokio::test]
 async fn audit_appends_have_their_own_durable_connection() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mdgate.db");
     let store = SqliteStore::open(&path).await.unwrap();
-    let own = store.audit_pool();
-    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
-        .fetch_one(own)
-        .await
-        .unwrap();
-    assert_eq!(sync, 2, "FULL");
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(own)
+    let sync = store.audit_conn_pragma("PRAGMA synchronous").await.unwrap();
+    assert_eq!(sync, "2", "FULL");
+    let mode = store
+        .audit_conn_pragma("PRAGMA journal_mode")
         .await
         .unwrap();
     assert_eq!(mode, "wal");
