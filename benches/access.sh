@@ -99,7 +99,7 @@ args=(--out "$OUT" --work "$STORE_DIR" --nginx "${NGINX:-/usr/sbin/nginx}"
       --load-cpu "$LOAD_CPU" --server-cpu "$SERVER_CPU" --foreign-max "$FOREIGN_MAX"
       --retries "$RETRIES" --quiet-max "$QUIET_MAX" --quiet-busy "$QUIET_BUSY")
 [ -n "${PERF:-}" ] && args+=(--perf-cpu "$SERVER_CPU")
-[ -n "${PLAIN_PUBLIC:-}" ] && args+=(--plain-public)
+[ "${PLAIN_PUBLIC:-0}" != 0 ] && args+=(--plain-public)
 # The driver pins its own threads (see the module docs of access_bench.rs).
 "$BIN" "${args[@]}" &
 bench_pid=$!
