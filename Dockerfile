@@ -22,6 +22,9 @@ WORKDIR /src
 # code does not rebuild the few hundred dependencies. Cargo only needs the
 # files of the targets it builds (the mdgate binary and its library).
 COPY Cargo.toml Cargo.lock ./
+# The build settings (SQLite syncing with fdatasync) apply to the
+# dependencies too.
+COPY .cargo ./.cargo
 RUN mkdir src \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
