@@ -866,3 +866,72 @@ async fn the_patient_can_lower_the_role_and_shorten_the_time_but_not_raise_them(
     .await;
     assert_eq!(status, 403, "{body}");
 }
+
+/// The testbed can serve its public listeners over TLS with each site's
+/// certificate (what `benches/access.sh` measures pass-through with): the
+/// same request answers the same through TLS as access.md answers it.
+#[tokio::test]
+async fn a_testbed_public_listener_can_speak_tls() {
+    use mdgate::demo::testbed::{PublicListener, Upstreams};
+    let dir = tempfile::tempdir().unwrap();
+    let bed = Testbed::start_sites(
+        dir.path(),
+        &["one"],
+        "",
+        &Upstreams::InProcess,
+        PublicListener::Tls,
+    )
+    .await
+    .unwrap();
+    let one = &bed.sites[0];
+    let url = one.public_url();
+    assert!(url.starts_with("https://"), "{url}");
+    let cert = std::fs::read(one.dir.join("fed.crt")).unwrap();
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
+        .resolve(&one.fqdn, one.running().public_addr)
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let port = one.running().public_addr.port();
+    let through = client
+        .get(format!("https://{}:{port}/api/symptom/codes", one.fqdn))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(through.status(), 200);
+    let through = through.bytes().await.unwrap();
+    let plain_client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let direct = plain_client
+        .get(format!(
+            "{}/api/symptom/codes",
+            one.emulator().base_url().trim_end_matches('/')
+        ))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(through, direct);
+    // Plain HTTP to it is not served.
+    let plain = plain_client
+        .get(format!(
+            "http://{}/api/symptom/codes",
+            one.running().public_addr
+        ))
+        .send()
+        .await;
+    assert!(
+        plain.map(|r| !r.status().is_success()).unwrap_or(true),
+        "plain HTTP answered on a TLS listener"
+    );
+    bed.shutdown().await;
+}
