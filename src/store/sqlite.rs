@@ -151,22 +151,7 @@ impl SqliteStore {
             );
         }
         conn.close().await?;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(POOL_SIZE)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            // A ping per acquire is a round trip to the connection's thread
-            // for nothing: a local file does not drop connections, and a
-            // failing one reports its error on use.
-            .test_before_acquire(false)
-            .connect_with(options.clone())
-            .await
-            .map_err(|e| open_error(path, e))?;
-        Ok(SqliteStore {
-            pool,
-            audit_conn: Arc::default(),
-            audit_options: options,
-            audit_head: Arc::default(),
-        })
+        SqliteStore::start(path, options, POOL_SIZE).await
     }
 
     /// Opens an existing store file for reading only (`mdgate audit`): no
@@ -189,9 +174,22 @@ impl SqliteStore {
         }
         schema::check_applied(&applied, &embedded())?;
         conn.close().await?;
+        SqliteStore::start(path, options, 2).await
+    }
+
+    /// The pool of up to `connections` on a checked file, and the audit
+    /// connection's settings (opened at the first append).
+    async fn start(
+        path: &Path,
+        options: SqliteConnectOptions,
+        connections: u32,
+    ) -> Result<Self, StoreError> {
         let pool = SqlitePoolOptions::new()
-            .max_connections(2)
+            .max_connections(connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A ping per acquire is a round trip to the connection's thread
+            // for nothing: a local file does not drop connections, and a
+            // failing one reports its error on use.
             .test_before_acquire(false)
             .connect_with(options.clone())
             .await

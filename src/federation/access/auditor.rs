@@ -10,7 +10,6 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::ThreadId;
-
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
