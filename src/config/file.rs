@@ -523,11 +523,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Formats a duration the way [`parse_duration`] reads it (`"90s"`, `"2m"`).
 pub fn format_duration(d: Duration) -> String {
     let millis = d.as_millis();
-    if millis % 1000 != 0 {
+    if !millis.is_multiple_of(1000) {
         format!("{millis}ms")
-    } else if d.as_secs() % 3600 == 0 && d.as_secs() > 0 {
+    } else if d.as_secs().is_multiple_of(3600) && d.as_secs() > 0 {
         format!("{}h", d.as_secs() / 3600)
-    } else if d.as_secs() % 60 == 0 && d.as_secs() > 0 {
+    } else if d.as_secs().is_multiple_of(60) && d.as_secs() > 0 {
         format!("{}m", d.as_secs() / 60)
     } else {
         format!("{}s", d.as_secs())

@@ -246,9 +246,9 @@ pub fn duration(d: Duration) -> String {
     const DAY: u64 = 86_400;
     const HOUR: u64 = 3_600;
     let s = d.as_secs();
-    let (n, unit) = if s >= DAY && s % DAY == 0 {
+    let (n, unit) = if s >= DAY && s.is_multiple_of(DAY) {
         (s / DAY, "day")
-    } else if s >= HOUR && s % HOUR == 0 {
+    } else if s >= HOUR && s.is_multiple_of(HOUR) {
         (s / HOUR, "hour")
     } else {
         (s.div_ceil(60).max(1), "minute")

@@ -37,7 +37,7 @@ fn vitals_json(i: u64) -> Value {
     json!({"id":1000 + i,"creationDate":1_611_000_000_000_u64 + i * 60_000,
         "updateDate":1_611_000_000_000_u64 + i * 60_000,"patient":patient_json(),
         "heartBeatsPerMinute":72.0,"systolicPressure":120.0,"diastolicPressure":80.0,
-        "bloodOxygenation":97.0,"breathingRate":if i % 7 == 0 { Value::Null } else { json!(16.0) }})
+        "bloodOxygenation":97.0,"breathingRate":if i.is_multiple_of(7) { Value::Null } else { json!(16.0) }})
 }
 
 fn question_json(id: u64) -> Value {
