@@ -181,6 +181,27 @@ impl Browser {
             .unwrap_or_else(|e| panic!("{css} never appeared: {e}"));
     }
 
+    /// Waits until an element `css` shows text starting with `prefix`: the
+    /// page after a form post, not the one the form was on, which may have
+    /// had an element of the same kind.
+    pub async fn wait_for_text(&self, css: &str, prefix: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(e) = self.client.find(Locator::Css(css)).await {
+                // Stale while the next page loads: look again.
+                if let Ok(text) = e.text().await {
+                    if text.starts_with(prefix) {
+                        return;
+                    }
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("{css} never read {prefix:?}:\n{}", self.source().await);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Reloads until the page source contains `needle` (pages that wait
     /// for the other server).
     pub async fn reload_until(&self, needle: &str, within: Duration) {
@@ -241,8 +262,7 @@ pub async fn patient_approves(b: &Browser, doctor: &str, code: &str) {
     b.fill(&format!("{form} input[name=code]"), &typed).await;
     b.click(&format!("{form} button[type=submit]:not([formaction])"))
         .await;
-    b.wait_for("p.notice").await;
-    assert!(b.text("p.notice").await.starts_with("Approved."));
+    b.wait_for_text("p.notice", "Approved.").await;
     let grants = b.text("#grants + *").await;
     assert!(!grants.contains("Nobody on another server"), "{grants}");
     assert!(b.source().await.contains(doctor));
@@ -252,8 +272,8 @@ pub async fn patient_approves(b: &Browser, doctor: &str, code: &str) {
 /// On the patient's page: revokes the (only) live grant.
 pub async fn patient_revokes(b: &Browser) {
     b.click("form[action$='/revoke'] button").await;
-    b.wait_for("p.notice").await;
-    assert!(b.text("p.notice").await.starts_with("Revoked."));
+    // The page before had a notice too ("Approved.").
+    b.wait_for_text("p.notice", "Revoked.").await;
     assert!(b
         .source()
         .await
