@@ -15,7 +15,9 @@
 //! caller passes a [`SessionCookie`], and login never does (§1.1: a login
 //! sent with a session would authenticate that session and return none).
 
+use std::cell::RefCell;
 use std::io::Read as _;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -45,10 +47,16 @@ static GZIP: HeaderValue = HeaderValue::from_static("gzip");
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// A typed client for the access.md routes mdgate uses. Cheap to clone:
-/// clones share one connection pool.
+/// clones share their connection pools.
+///
+/// Each thread that sends gets a pool of its own, built at its first
+/// request. A pooled connection is driven by a task on the runtime that
+/// opened it; shared between mdgate's single-threaded workers, a request
+/// from one worker would hop to the thread of whichever worker opened the
+/// connection and back, two wake-ups of another thread per call.
 #[derive(Clone)]
 pub struct AccessMd {
-    client: Client<HttpConnector, Full<Bytes>>,
+    pools: Arc<PoolSettings>,
     authority: Authority,
     timeout: Duration,
     /// `[upstream] request_gzip`.
@@ -257,16 +265,45 @@ impl std::fmt::Debug for Reply {
     }
 }
 
+/// How a thread's pool is built (the upstream's settings).
+struct PoolSettings(config::Upstream);
+
+type PooledClient = Client<HttpConnector, Full<Bytes>>;
+
+thread_local! {
+    /// This thread's pools, one per [`AccessMd`] (by its settings).
+    static POOLS: RefCell<Vec<(Weak<PoolSettings>, PooledClient)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
 impl AccessMd {
-    /// A client for the configured upstream, on its own connection pool
-    /// (built by [`crate::proxy::upstream_client`]).
+    /// A client for the configured upstream; its pools are built by
+    /// [`crate::proxy::upstream_client`].
     pub fn new(cfg: &config::Upstream) -> AccessMd {
         AccessMd {
-            client: crate::proxy::upstream_client(cfg),
+            pools: Arc::new(PoolSettings(cfg.clone())),
             authority: cfg.authority.clone(),
             timeout: cfg.response_timeout,
             gzip: cfg.request_gzip,
         }
+    }
+
+    /// This thread's pool (a clone of its handle), built on first use.
+    /// Pools of clients that are gone are dropped on the way.
+    fn client(&self) -> PooledClient {
+        POOLS.with(|pools| {
+            let mut pools = pools.borrow_mut();
+            if let Some((_, client)) = pools
+                .iter()
+                .find(|(owner, _)| std::ptr::eq(owner.as_ptr(), Arc::as_ptr(&self.pools)))
+            {
+                return client.clone();
+            }
+            pools.retain(|(owner, _)| owner.strong_count() > 0);
+            let client = crate::proxy::upstream_client(&self.pools.0);
+            pools.push((Arc::downgrade(&self.pools), client.clone()));
+            client
+        })
     }
 
     /// Sends one request, with `session` as its only cookie (none when
@@ -281,7 +318,7 @@ impl AccessMd {
         let http_request = self.build(request, session)?;
         let exchange = async {
             let response = self
-                .client
+                .client()
                 .request(http_request)
                 .await
                 .map_err(|source| UpstreamError::Unreachable { route, source })?;
@@ -337,7 +374,7 @@ impl AccessMd {
         let route = request.route;
         let mut http_request = self.build(request, session)?;
         http_request.headers_mut().remove(header::ACCEPT_ENCODING);
-        match tokio::time::timeout(self.timeout, self.client.request(http_request)).await {
+        match tokio::time::timeout(self.timeout, self.client().request(http_request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(source)) => Err(UpstreamError::Unreachable { route, source }),
             Err(_) => Err(UpstreamError::Timeout {
