@@ -11,7 +11,7 @@
 
 # ---- build ------------------------------------------------------------------
 # Debian 12 toolchain, so the binary needs exactly the glibc (2.36) that the
-# Debian 12 runtime image below provides. Rust 1.85 is the minimum
+# Debian 12 runtime image below provides. Rust 1.89 is the minimum
 # (Cargo.toml rust-version); the newest 1.x is used here. Pin a digest in CI
 # for reproducible builds.
 FROM rust:1-bookworm AS build

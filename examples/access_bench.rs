@@ -662,7 +662,9 @@ struct BedInfo {
     emulator: SocketAddr,
     one_dir: PathBuf,
     two_dir: PathBuf,
-    one_store: mdgate::config::Store,
+    /// Site one's own store: its reads include what its audit journal
+    /// acknowledged.
+    one_store: Arc<dyn mdgate::store::Store>,
     metrics_one: Arc<mdgate::admin::Metrics>,
     federation_path: String,
     upstream_path: String,
@@ -783,7 +785,7 @@ async fn grant_flow(bed: &Testbed) -> Result<BedInfo> {
         emulator,
         one_dir: one.dir.clone(),
         two_dir: two.dir.clone(),
-        one_store: config1.store.clone(),
+        one_store: one.running().store.clone(),
         metrics_one: one.running().metrics.clone(),
         federation_path: RouteId::Vitals.federation_path(&grant.patient),
         upstream_path: RouteId::Vitals.upstream_path(patient.upstream_id.0),
@@ -1998,11 +2000,8 @@ async fn find_worker_one(ep: &Endpoint) -> Result<Option<u32>> {
         .map(|(tid, _)| *tid))
 }
 
-async fn audit_seq(store: &mdgate::config::Store) -> Result<i64> {
-    let s = mdgate::store::open(store).await?;
-    let seq = s.audit_head().await?.map(|h| h.seq).unwrap_or(0);
-    s.close().await?;
-    Ok(seq)
+async fn audit_seq(store: &dyn mdgate::store::Store) -> Result<i64> {
+    Ok(store.audit_head().await?.map(|h| h.seq).unwrap_or(0))
 }
 
 async fn load_phases(
@@ -2049,7 +2048,7 @@ async fn load_phases(
         nginx_worker: nginx.as_ref().and_then(|n| n.worker),
         metrics_one: info.metrics_one.clone(),
     };
-    let seq_before = audit_seq(&info.one_store).await?;
+    let seq_before = audit_seq(&*info.one_store).await?;
     let spec = PhaseSpec {
         warmup: Duration::from_secs_f64(args.warmup),
         duration: Duration::from_secs_f64(args.duration),
@@ -2129,7 +2128,7 @@ async fn load_phases(
         authorized_ok += out.ok_all;
         eprintln!("[access_bench] perf phase: {} requests recorded", out.ok);
     }
-    let seq_after = audit_seq(&info.one_store).await?;
+    let seq_after = audit_seq(&*info.one_store).await?;
     report.setup = Some(SetupReport {
         upstream_path: info.upstream_path.clone(),
         federation_path: info.federation_path.clone(),

@@ -88,6 +88,8 @@ pub struct Running {
     pub resolver: Option<Arc<crate::dns::KeyResolver>>,
     /// The access flow (with a federation listener and `[keys]`).
     pub access: Option<crate::federation::access::Access>,
+    /// The store: closed by [`Running::shutdown`], after the workers.
+    pub store: Arc<dyn crate::store::Store>,
     shutdown_tx: watch::Sender<bool>,
     reloadable: Vec<(&'static str, Arc<CertReloader>)>,
     workers: Vec<std::thread::JoinHandle<()>>,
@@ -387,7 +389,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         readiness.clone(),
         shutdown_rx.clone(),
     ));
-    background.spawn(probe_store(store, readiness.clone(), shutdown_rx.clone()));
+    background.spawn(probe_store(
+        store.clone(),
+        readiness.clone(),
+        shutdown_rx.clone(),
+    ));
 
     tracing::info!(
         public = %public_addr,
@@ -407,6 +413,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         egress,
         resolver: key_resolver,
         access,
+        store,
         shutdown_tx,
         reloadable,
         workers,
@@ -496,7 +503,7 @@ impl Running {
     }
 
     /// Stops accepting, lets in-flight requests finish (up to the drain
-    /// timeout), then returns.
+    /// timeout), closes the store, then returns.
     pub async fn shutdown(mut self) {
         self.readiness.draining.store(true, Ordering::Release);
         if let Some(access) = &self.access {
@@ -514,6 +521,11 @@ impl Running {
         let _ = tokio::time::timeout(self.drain_timeout + Duration::from_secs(5), joined).await;
         self.background.abort_all();
         while self.background.join_next().await.is_some() {}
+        // Last: the audit entries still in the journal are copied into the
+        // log, so a clean stop leaves nothing to recover.
+        if let Err(e) = self.store.close().await {
+            tracing::error!(error = %e, "closing the store failed");
+        }
     }
 }
 

@@ -76,12 +76,14 @@ use crate::config;
 
 pub mod chain;
 mod error;
+pub mod journal;
 mod model;
 mod schema;
 mod sqlite;
 
 pub use chain::{AuditBreak, AuditHead, AuditVerification, BreakReason};
 pub use error::{ConflictKind, StoreError};
+pub use journal::{AuditJournal, JournalError};
 pub use model::{
     AccessRequest, AuditEntry, AuditRecord, Effects, Grant, Invitation, KeyPurpose,
     MigrationReport, NewAccessRequest, NewOutboxMessage, NewOutgoingRequest, OutboxMessage,
@@ -110,6 +112,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn close(&self) -> StoreFuture<'_, ()>;
 
     // --- audit log
+
+    /// The audit journal, when this store has one it can write: appends
+    /// there return once durable and join the chain, in order, shortly
+    /// after ([`journal`]). `None`: append with
+    /// [`append_audit_batch`](Store::append_audit_batch).
+    fn audit_journal(&self) -> Option<&AuditJournal> {
+        None
+    }
 
     /// Appends an entry at the head of the chain, in its own transaction.
     fn append_audit(&self, record: AuditRecord) -> StoreFuture<'_, AuditEntry>;

@@ -27,6 +27,7 @@ use super::chain::{
     self, AuditBreak, AuditHead, AuditVerification, ChainVerifier, EntryFields, StoredRow, GENESIS,
 };
 use super::error::{ConflictKind, StoreError};
+use super::journal::{self, AuditJournal, Checkpoint, CopyGuard, Durable, Opened};
 use super::model::*;
 use super::schema::{self, Applied, Embedded};
 use super::{Store, StoreFuture, MAX_PAGE};
@@ -133,7 +134,20 @@ pub struct SqliteStore {
     /// back to reading the head inside a write transaction when another
     /// writer moved it.
     audit_head: Arc<Mutex<Option<ChainHead>>>,
+    /// The audit journal, when this store owns it (see [`journal`]): the
+    /// data path's entries become durable there and are copied into
+    /// `audit_log` by the copier thread, and by every write transaction
+    /// before it appends entries of its own.
+    journal: Option<Arc<AuditJournal>>,
+    /// The copier thread, joined on close.
+    copier: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
+
+/// How often the copier moves the journal's entries into the log when
+/// fewer than [`journal::COPY_SOON`] are waiting.
+const COPY_TICK: Duration = Duration::from_millis(200);
+/// Most journal entries copied in one statement group of a transaction.
+const COPY_BATCH: usize = 4096;
 
 impl SqliteStore {
     /// Opens `path` (creating it, mode 0600, if missing), applies pending
@@ -151,7 +165,88 @@ impl SqliteStore {
             );
         }
         conn.close().await?;
-        SqliteStore::start(path, options, POOL_SIZE).await
+        let mut store = SqliteStore::start(path, options, POOL_SIZE).await?;
+        store.open_journal(path, journal::DEFAULT_CAPACITY).await?;
+        Ok(store)
+    }
+
+    /// [`SqliteStore::open`] with a journal ring of `capacity` bytes.
+    #[cfg(test)]
+    pub(super) async fn open_with_journal_capacity(
+        path: &Path,
+        capacity: u64,
+    ) -> Result<Self, StoreError> {
+        let options = connect_options(path)?;
+        let mut conn = connect_first(path, &options).await?;
+        prepare(&mut conn).await?;
+        conn.close().await?;
+        let mut store = SqliteStore::start(path, options, POOL_SIZE).await?;
+        store.open_journal(path, capacity).await?;
+        Ok(store)
+    }
+
+    /// What the journal's writer and copiers share, for tests.
+    #[cfg(test)]
+    pub(super) fn journal_shared(&self) -> Option<Arc<journal::Shared>> {
+        self.journal.as_ref().map(|j| j.shared().clone())
+    }
+
+    /// Opens the audit journal beside `path` unless another store holds
+    /// it, pairs it with this database, copies what a crash left in it,
+    /// and starts the copier.
+    async fn open_journal(&mut self, path: &Path, capacity: u64) -> Result<(), StoreError> {
+        let checkpoint = read_checkpoint(&self.pool).await?;
+        let (journal, register, warning) = match journal::open(path, checkpoint, capacity)? {
+            Opened::Owned {
+                journal,
+                register,
+                warning,
+            } => (journal, register, warning),
+            Opened::HeldElsewhere => {
+                tracing::info!(
+                    store.path = %path.display(),
+                    "the audit journal is held by another mdgate process; this one appends \
+                     to the audit log directly"
+                );
+                return Ok(());
+            }
+        };
+        if let Some(warning) = warning {
+            tracing::warn!(store.path = %path.display(), "{warning}");
+        }
+        if let Some(cp) = register {
+            write_checkpoint(&self.pool, cp).await?;
+        }
+        let shared = journal.shared().clone();
+        let recovered = shared.pending_len();
+        copy_journal(&self.pool, &shared).await?;
+        if recovered > 0 {
+            tracing::info!(
+                store.path = %path.display(),
+                entries = recovered,
+                "copied audit entries left in the journal into the audit log"
+            );
+        }
+        let pool = self.pool.clone();
+        let copier = std::thread::Builder::new()
+            .name("mdgate-audit-copy".into())
+            .spawn(move || run_copier(pool, shared))
+            .map_err(|e| StoreError::Open {
+                path: path.to_owned(),
+                reason: format!("cannot start the audit copier: {e}"),
+            })?;
+        self.journal = Some(Arc::new(journal));
+        *self.copier.lock().unwrap_or_else(PoisonError::into_inner) = Some(copier);
+        Ok(())
+    }
+
+    /// Copies every entry the journal has acknowledged into the log, so
+    /// that a read sees them.
+    async fn sync_journal(&self) -> Result<(), StoreError> {
+        match &self.journal {
+            Some(j) if j.shared().pending_len() > 0 => copy_journal(&self.pool, j.shared()).await,
+            _ => Ok(()),
+        }
     }
 
     /// Opens an existing store file for reading only (`mdgate audit`): no
@@ -199,6 +294,8 @@ impl SqliteStore {
             audit_conn: Arc::default(),
             audit_options: options,
             audit_head: Arc::default(),
+            journal: None,
+            copier: Arc::default(),
         })
     }
 
@@ -234,6 +331,14 @@ impl SqliteStore {
     ) -> Result<Vec<AuditEntry>, StoreError> {
         if records.is_empty() {
             return Ok(Vec::new());
+        }
+        if self.journal.is_some() {
+            // After the entries the journal acknowledged before these.
+            let mut tx = self.write_tx().await?;
+            tx.copy_journal_in().await?;
+            let entries = append_audit_batch_in(&mut tx, records).await?;
+            tx.commit().await?;
+            return Ok(entries);
         }
         let mut slot = self.audit_conn.lock().await;
         let conn = match slot.as_mut() {
@@ -291,10 +396,271 @@ impl SqliteStore {
         }
     }
 
-    /// A transaction holding SQLite's write lock from the start.
-    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// A transaction holding SQLite's write lock from the start, and,
+    /// taken before it, the journal's copy lock (always in that order, so
+    /// that the copier and a writer never wait for each other's lock).
+    async fn write_tx(&self) -> Result<WriteTx, StoreError> {
+        let copy = match &self.journal {
+            Some(j) => Some(j.shared().lock_copy().await),
+            None => None,
+        };
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(WriteTx { tx, copy })
     }
+}
+
+/// A write transaction of the store ([`SqliteStore::write_tx`]).
+pub(super) struct WriteTx {
+    tx: Transaction<'static, Sqlite>,
+    copy: Option<CopyGuard>,
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
+}
+
+impl WriteTx {
+    /// Writes a state change's outbox messages and audit entries; the
+    /// entries follow every entry the journal acknowledged before them.
+    async fn apply_effects(&mut self, effects: &Effects) -> Result<(), StoreError> {
+        for message in &effects.outbox {
+            enqueue_in(&mut self.tx, message).await?;
+        }
+        if !effects.audit.is_empty() {
+            self.copy_journal_in().await?;
+            append_audit_batch_in(&mut self.tx, effects.audit.clone()).await?;
+        }
+        Ok(())
+    }
+
+    /// Copies the journal's acknowledged entries in this transaction.
+    async fn copy_journal_in(&mut self) -> Result<(), StoreError> {
+        if let Some(guard) = self.copy.as_mut() {
+            copy_in(&mut self.tx, guard).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        if let Some(guard) = self.copy {
+            guard.committed();
+        }
+        Ok(())
+    }
+}
+
+/// Copies the journal entries pending now into the log, in transactions
+/// of at most [`COPY_BATCH`] entries. Entries acknowledged meanwhile wait
+/// for the next copy: chasing the writer would commit small batches
+/// back to back.
+async fn copy_journal(pool: &SqlitePool, shared: &Arc<journal::Shared>) -> Result<(), StoreError> {
+    let mut left = shared.pending_len();
+    while left > 0 {
+        let mut guard = shared.lock_copy().await;
+        if guard.next_batch(1).0.is_empty() {
+            return Ok(());
+        }
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (batch, from) = guard.next_batch(COPY_BATCH.min(left));
+        left -= batch.len();
+        insert_journal_batch(&mut tx, &batch, from).await?;
+        guard.taken(batch.len());
+        tx.commit().await?;
+        guard.committed();
+    }
+    Ok(())
+}
+
+/// Copies every entry pending in `guard`'s journal within `conn`'s
+/// transaction (not yet committed).
+async fn copy_in(conn: &mut SqliteConnection, guard: &mut CopyGuard) -> Result<(), StoreError> {
+    loop {
+        let (batch, from) = guard.next_batch(COPY_BATCH);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        insert_journal_batch(&mut *conn, &batch, from).await?;
+        guard.taken(batch.len());
+    }
+}
+
+/// The copier thread: moves the journal's entries into the log every
+/// [`COPY_TICK`], or sooner when many are waiting, until the journal
+/// stops.
+fn run_copier(pool: SqlitePool, shared: Arc<journal::Shared>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the audit copier's runtime");
+            return;
+        }
+    };
+    runtime.block_on(async {
+        let mut failing_since: Option<tokio::time::Instant> = None;
+        while shared.wait_for_work(COPY_TICK).await {
+            if shared.pending_len() == 0 {
+                continue;
+            }
+            match copy_journal(&pool, &shared).await {
+                Ok(()) => {
+                    if failing_since.take().is_some() {
+                        tracing::info!("audit entries are being copied into the log again");
+                    }
+                }
+                Err(e) => {
+                    // Retried at the next tick; said once, then every minute.
+                    let now = tokio::time::Instant::now();
+                    if failing_since
+                        .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+                    {
+                        tracing::error!(
+                            error = %e,
+                            pending = shared.pending_len(),
+                            "cannot copy audit entries from the journal into the log"
+                        );
+                        failing_since = Some(now);
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Inserts `batch` at the head of the chain and moves the checkpoint past
+/// it, in the caller's transaction. `from` is where the checkpoint must
+/// stand: if it does not, another process copied, and nothing is written.
+async fn insert_journal_batch(
+    conn: &mut SqliteConnection,
+    batch: &[Arc<Durable>],
+    from: Checkpoint,
+) -> Result<(), StoreError> {
+    let Some(last) = batch.last() else {
+        return Ok(());
+    };
+    let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    let (mut seq, mut prev_hash) = match head {
+        None => (0, GENESIS),
+        Some(row) => (row.try_get::<i64, _>("seq")?, hash_at(&row, "hash")?),
+    };
+    // The chain's fields of each row, computed before binding.
+    let mut rows = Vec::with_capacity(batch.len());
+    for d in batch {
+        seq += 1;
+        let e = &d.entry;
+        let patient = e.patient.map(uuid_text);
+        let hash = chain::entry_hash(
+            &prev_hash,
+            &EntryFields {
+                seq,
+                at: e.at,
+                kind: &e.kind,
+                actor: &e.actor,
+                patient: patient.as_deref(),
+                detail: &e.detail,
+            },
+        );
+        rows.push((seq, patient, prev_hash, hash));
+        prev_hash = hash;
+    }
+    for (chunk_rows, chunk_batch) in rows
+        .chunks(AUDIT_ROWS_PER_INSERT)
+        .zip(batch.chunks(AUDIT_ROWS_PER_INSERT))
+    {
+        let mut insert = sqlx::QueryBuilder::<Sqlite>::new(concat!(
+            "INSERT INTO audit_log (",
+            audit_cols!(),
+            ") "
+        ));
+        insert.push_values(
+            chunk_rows.iter().zip(chunk_batch),
+            |mut b, ((seq, patient, prev, hash), d)| {
+                b.push_bind(*seq)
+                    .push_bind(d.entry.at)
+                    .push_bind(d.entry.kind.as_str())
+                    .push_bind(d.entry.actor.as_str())
+                    .push_bind(patient.as_deref())
+                    .push_bind(d.entry.detail.as_str())
+                    .push_bind(prev.as_slice())
+                    .push_bind(hash.as_slice());
+            },
+        );
+        insert.build().execute(&mut *conn).await?;
+    }
+    let moved = sqlx::query(
+        "UPDATE audit_journal SET next_jseq = ?1, next_pos = ?2 \
+         WHERE id = 1 AND journal_id = ?3 AND next_jseq = ?4 AND next_pos = ?5",
+    )
+    .bind(as_stored(last.jseq + 1)?)
+    .bind(as_stored(last.end)?)
+    .bind(from.journal_id.as_slice())
+    .bind(as_stored(from.next_jseq)?)
+    .bind(as_stored(from.next_pos)?)
+    .execute(&mut *conn)
+    .await?;
+    if moved.rows_affected() != 1 {
+        return Err(StoreError::conflict(
+            ConflictKind::State,
+            "the audit journal's checkpoint moved: another process copied from it",
+        ));
+    }
+    Ok(())
+}
+
+/// A journal sequence number or position as SQLite stores it.
+fn as_stored(n: u64) -> Result<i64, StoreError> {
+    i64::try_from(n).map_err(|_| StoreError::corrupt("audit journal position out of range"))
+}
+
+/// The journal this database is paired with, and how far it was copied.
+async fn read_checkpoint(pool: &SqlitePool) -> Result<Option<Checkpoint>, StoreError> {
+    let row = sqlx::query("SELECT journal_id, next_jseq, next_pos FROM audit_journal WHERE id = 1")
+        .fetch_optional(pool)
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let id: Vec<u8> = row.try_get("journal_id")?;
+    let journal_id = <[u8; 16]>::try_from(id.as_slice())
+        .map_err(|_| StoreError::corrupt("audit_journal.journal_id is not 16 bytes"))?;
+    let number = |col: &str| -> Result<u64, StoreError> {
+        let n: i64 = row.try_get(col)?;
+        u64::try_from(n).map_err(|_| StoreError::corrupt(format!("audit_journal.{col} < 0")))
+    };
+    Ok(Some(Checkpoint {
+        journal_id,
+        next_jseq: number("next_jseq")?,
+        next_pos: number("next_pos")?,
+    }))
+}
+
+/// Pairs the database with a journal (new, or one it did not know).
+async fn write_checkpoint(pool: &SqlitePool, cp: Checkpoint) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_journal (id, journal_id, next_jseq, next_pos) VALUES (1, ?1, ?2, ?3) \
+         ON CONFLICT (id) DO UPDATE SET journal_id = excluded.journal_id, \
+         next_jseq = excluded.next_jseq, next_pos = excluded.next_pos",
+    )
+    .bind(cp.journal_id.as_slice())
+    .bind(as_stored(cp.next_jseq)?)
+    .bind(as_stored(cp.next_pos)?)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// `mdgate migrate`: applies pending migrations on one connection.
@@ -908,14 +1274,6 @@ async fn enqueue_in(
     })
 }
 
-async fn apply_effects(conn: &mut SqliteConnection, effects: &Effects) -> Result<(), StoreError> {
-    for message in &effects.outbox {
-        enqueue_in(conn, message).await?;
-    }
-    append_audit_batch_in(conn, effects.audit.clone()).await?;
-    Ok(())
-}
-
 async fn request_in(
     conn: &mut SqliteConnection,
     id: Uuid,
@@ -1033,12 +1391,35 @@ impl Store for SqliteStore {
 
     fn close(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
+            if let Some(journal) = &self.journal {
+                // The writer finishes the groups handed to it; the copier
+                // stops; what they left is copied here, so a clean stop
+                // leaves the journal empty.
+                let stopping = journal.clone();
+                let copier = self
+                    .copier
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                let _ = tokio::task::spawn_blocking(move || {
+                    stopping.stop();
+                    if let Some(copier) = copier {
+                        let _ = copier.join();
+                    }
+                })
+                .await;
+                copy_journal(&self.pool, journal.shared()).await?;
+            }
             if let Some(conn) = self.audit_conn.lock().await.take() {
                 conn.close().await?;
             }
             self.pool.close().await;
             Ok(())
         })
+    }
+
+    fn audit_journal(&self) -> Option<&AuditJournal> {
+        self.journal.as_deref().filter(|j| j.is_usable())
     }
 
     fn append_audit(&self, record: AuditRecord) -> StoreFuture<'_, AuditEntry> {
@@ -1056,6 +1437,7 @@ impl Store for SqliteStore {
 
     fn audit_entries(&self, from_seq: i64, limit: u32) -> StoreFuture<'_, Vec<AuditEntry>> {
         Box::pin(async move {
+            self.sync_journal().await?;
             sqlx::query(concat!(
                 "SELECT ",
                 audit_cols!(),
@@ -1078,6 +1460,7 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreFuture<'_, Vec<AuditEntry>> {
         Box::pin(async move {
+            self.sync_journal().await?;
             sqlx::query(concat!(
                 "SELECT ",
                 audit_cols!(),
@@ -1096,6 +1479,7 @@ impl Store for SqliteStore {
 
     fn audit_head(&self) -> StoreFuture<'_, Option<AuditHead>> {
         Box::pin(async move {
+            self.sync_journal().await?;
             let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
                 .fetch_optional(&self.pool)
                 .await?;
@@ -1114,6 +1498,7 @@ impl Store for SqliteStore {
         recorded: Option<AuditHead>,
     ) -> StoreFuture<'_, Result<AuditVerification, AuditBreak>> {
         Box::pin(async move {
+            self.sync_journal().await?;
             let mut conn = self.pool.acquire().await?;
             // One statement, hence one consistent snapshot, streamed so a
             // long log is never held in memory. Appends made meanwhile are
@@ -1357,7 +1742,7 @@ impl Store for SqliteStore {
             .await?
             .ok_or(StoreError::NotFound { what: "patient" })?;
             let patient = patient_from_row(&row)?;
-            apply_effects(&mut tx, &effects).await?;
+            tx.apply_effects(&effects).await?;
             tx.commit().await?;
             Ok(patient)
         })
@@ -1521,7 +1906,7 @@ impl Store for SqliteStore {
             .fetch_one(&mut *tx)
             .await?;
             let stored = request_from_row(&row)?;
-            apply_effects(&mut tx, &effects).await?;
+            tx.apply_effects(&effects).await?;
             tx.commit().await?;
             Ok(Outcome {
                 value: stored,
@@ -1603,7 +1988,7 @@ impl Store for SqliteStore {
                 return Err(not_pending(&mut tx, id).await);
             };
             let request = request_from_row(&row)?;
-            apply_effects(&mut tx, &effects).await?;
+            tx.apply_effects(&effects).await?;
             tx.commit().await?;
             Ok(request)
         })
@@ -1638,7 +2023,7 @@ impl Store for SqliteStore {
                 return Err(not_pending(&mut tx, id).await);
             };
             let request = request_from_row(&row)?;
-            apply_effects(&mut tx, &effects).await?;
+            tx.apply_effects(&effects).await?;
             tx.commit().await?;
             Ok(request)
         })
@@ -1710,7 +2095,7 @@ impl Store for SqliteStore {
             .bind(grant.revoked_at)
             .execute(&mut *tx)
             .await?;
-            apply_effects(&mut tx, &effects).await?;
+            tx.apply_effects(&effects).await?;
             tx.commit().await?;
             Ok(grant)
         })
@@ -1818,7 +2203,7 @@ impl Store for SqliteStore {
             .await?;
             if let Some(row) = revoked {
                 let grant = grant_from_row(&row)?;
-                apply_effects(&mut tx, &effects).await?;
+                tx.apply_effects(&effects).await?;
                 tx.commit().await?;
                 return Ok(Outcome {
                     value: grant,
@@ -1982,7 +2367,7 @@ impl Store for SqliteStore {
             .fetch_one(&mut *tx)
             .await?;
             let stored = outgoing_from_row(&row)?;
-            apply_effects(&mut tx, &effects).await?;
+            tx.apply_effects(&effects).await?;
             tx.commit().await?;
             Ok(Outcome {
                 value: stored,
@@ -2090,7 +2475,7 @@ impl Store for SqliteStore {
             .fetch_one(&mut *tx)
             .await?;
             let value = outgoing_from_row(&row)?;
-            apply_effects(&mut tx, &effects).await?;
+            tx.apply_effects(&effects).await?;
             tx.commit().await?;
             Ok(Outcome {
                 value,
@@ -2139,7 +2524,7 @@ impl Store for SqliteStore {
             .fetch_one(&mut *tx)
             .await?;
             let stored = transfer_from_row(&row)?;
-            apply_effects(&mut tx, &effects).await?;
+            tx.apply_effects(&effects).await?;
             tx.commit().await?;
             Ok(Outcome {
                 value: stored,
@@ -2187,7 +2572,7 @@ impl Store for SqliteStore {
             .fetch_one(&mut *tx)
             .await?;
             let stored = transfer_from_row(&row)?;
-            apply_effects(&mut tx, &effects).await?;
+            tx.apply_effects(&effects).await?;
             tx.commit().await?;
             Ok(stored)
         })
@@ -2227,7 +2612,7 @@ impl Store for SqliteStore {
                 });
             };
             let stored = transfer_from_row(&row)?;
-            apply_effects(&mut tx, &effects).await?;
+            tx.apply_effects(&effects).await?;
             tx.commit().await?;
             Ok(stored)
         })

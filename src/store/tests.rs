@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::sqlite::SqliteStore;
 use super::*;
 
+mod journal;
 mod outgoing;
 mod server1;
 
@@ -95,7 +96,7 @@ async fn open_creates_a_durable_wal_database() {
     assert!(busy >= 1000, "busy_timeout is {busy} ms");
 
     store.ping().await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.schema_version().await.unwrap(), 5);
 
     #[cfg(unix)]
     {
@@ -149,28 +150,29 @@ async fn migrations_are_applied_once_and_reported() {
             (1, "initial schema".to_owned()),
             (2, "outgoing requests".to_owned()),
             (3, "transfers".to_owned()),
-            (4, "audit log hashes unindexed".to_owned())
+            (4, "audit log hashes unindexed".to_owned()),
+            (5, "audit journal".to_owned())
         ]
     );
     assert_eq!(report.current, supported_schema_version());
 
     let again = migrate(&cfg(&path)).await.unwrap();
     assert!(again.applied.is_empty());
-    assert_eq!(again.current, 4);
+    assert_eq!(again.current, 5);
 
     // Reopening keeps data and applies nothing.
     let store = open(&cfg(&path)).await.unwrap();
     store.touch_peer("server2.example", 5).await.unwrap();
     store.close().await.unwrap();
     let store = open(&cfg(&path)).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.schema_version().await.unwrap(), 5);
     assert_eq!(store.peers().await.unwrap().len(), 1);
     let mut conn = raw(&path).await;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(rows, 4);
+    assert_eq!(rows, 5);
 }
 
 #[tokio::test]
@@ -193,14 +195,14 @@ async fn newer_schema_is_refused_with_an_actionable_message() {
             err,
             StoreError::SchemaTooNew {
                 found: 7,
-                supported: 4
+                supported: 5
             }
         ),
         "{err:?}"
     );
     assert_eq!(
         err.to_string(),
-        "store schema version 7 is newer than this mdgate supports (4): upgrade mdgate, \
+        "store schema version 7 is newer than this mdgate supports (5): upgrade mdgate, \
          or restore the backup taken before the upgrade"
     );
     // `mdgate migrate` refuses the same way and changes nothing.
@@ -357,15 +359,22 @@ async fn large_audit_groups_stay_one_chain() {
     );
 }
 
-/// Audit appends have a connection of their own, outside the pool and set
-/// up as the others (WAL, `synchronous = FULL`): they go on while every
-/// pooled connection is taken, e.g. by pages reading, and the chain stays
-/// one with the state changes that append through the main pool.
+/// A store without the journal (another store on the file holds it)
+/// appends on a connection of its own, outside the pool and set up as the
+/// others (WAL, `synchronous = FULL`): appends go on while every pooled
+/// connection is taken, e.g. by pages reading, and the chain stays one
+/// with the state changes that append through the main pool.
 #[tokio::test]
 async fn audit_appends_have_their_own_durable_connection() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mdgate.db");
+    let owner = SqliteStore::open(&path).await.unwrap();
+    assert!(owner.audit_journal().is_some());
     let store = SqliteStore::open(&path).await.unwrap();
+    assert!(
+        store.audit_journal().is_none(),
+        "the journal is the owner's"
+    );
     let sync = store.audit_conn_pragma("PRAGMA synchronous").await.unwrap();
     assert_eq!(sync, "2", "FULL");
     let mode = store
@@ -492,24 +501,25 @@ async fn the_audit_log_keeps_its_chain_through_the_version_4_rebuild() {
 
 #[tokio::test]
 async fn a_version_1_database_is_upgraded_to_version_2() {
-    assert_eq!(supported_schema_version(), 4);
+    assert_eq!(supported_schema_version(), 5);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mdgate.db");
     version_1_database(&path).await;
 
-    // `mdgate migrate` applies 0002 to 0004, keeping the data.
+    // `mdgate migrate` applies 0002 to 0005, keeping the data.
     let report = migrate(&cfg(&path)).await.unwrap();
     assert_eq!(
         report.applied,
         vec![
             (2, "outgoing requests".to_owned()),
             (3, "transfers".to_owned()),
-            (4, "audit log hashes unindexed".to_owned())
+            (4, "audit log hashes unindexed".to_owned()),
+            (5, "audit journal".to_owned())
         ]
     );
-    assert_eq!(report.current, 4);
+    assert_eq!(report.current, 5);
     let store = open(&cfg(&path)).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.schema_version().await.unwrap(), 5);
     let patient = store.patient_by_upstream_id(42).await.unwrap().unwrap();
     let invitations = store
         .invitations_for_patient(patient.federation_id, 10)
@@ -548,7 +558,7 @@ async fn a_version_1_database_is_upgraded_to_version_2() {
     let path = dir.path().join("mdgate.db");
     version_1_database(&path).await;
     let store = open(&cfg(&path)).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.schema_version().await.unwrap(), 5);
     assert!(store.patient_by_upstream_id(42).await.unwrap().is_some());
 }
 

@@ -1,12 +1,16 @@
-//! Group commit for the audit entries of the data path.
+//! Durable audit entries for the data path.
 //!
 //! Every read or question under a grant is written to the audit log before
-//! its answer leaves, and a commit waits for the disk (`synchronous =
-//! FULL`). One commit per request would cap the federation listener at the
-//! disk's fsync rate, so requests hand their entry to their thread's writer
-//! task, which takes everything queued meanwhile and appends it in one
-//! statement: each request still waits until its own entry is durable, but
-//! concurrent requests share the fsync.
+//! its answer leaves. Where the store keeps an audit journal
+//! (`store::journal`), an entry goes there: the journal's writer flushes
+//! whatever is queued as one group, one `pwrite` and one `fdatasync`, and
+//! the entry joins the chain when the store copies it into the log.
+//!
+//! Otherwise (another process holds the journal, or a journal write
+//! failed), requests hand their entry to their thread's writer task, which
+//! takes everything queued meanwhile and appends it in one statement: each
+//! request still waits until its own entry is durable, but concurrent
+//! requests share the commit.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::ThreadId;
@@ -15,7 +19,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::admin::Metrics;
-use crate::store::{AuditRecord, Store, StoreError};
+use crate::store::{AuditRecord, JournalError, Store, StoreError};
 
 /// Most entries in one transaction.
 const MAX_BATCH: usize = 256;
@@ -46,6 +50,8 @@ pub struct Auditor {
 pub enum AuditError {
     #[error("audit log write failed: {0}")]
     Store(Arc<StoreError>),
+    #[error("{0}")]
+    Journal(JournalError),
     #[error("the audit writer stopped")]
     Stopped,
 }
@@ -56,6 +62,12 @@ impl Auditor {
     /// (`mdgate_audit_group_entries`, `mdgate_audit_commit_duration_seconds`,
     /// `mdgate_audit_write_failures`).
     pub fn start(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Auditor {
+        if let Some(journal) = store.audit_journal() {
+            let metrics = metrics.clone();
+            journal.set_observer(Box::new(move |entries, seconds, ok| {
+                metrics.audit_commit(entries, seconds, ok)
+            }));
+        }
         Auditor {
             store,
             metrics,
@@ -66,6 +78,9 @@ impl Auditor {
     /// Appends `record`; returns once it is durable. Must be called on a
     /// Tokio runtime.
     pub async fn append(&self, record: AuditRecord) -> Result<(), AuditError> {
+        if let Some(journal) = self.store.audit_journal() {
+            return journal.append(record).await.map_err(AuditError::Journal);
+        }
         let (done, wait) = oneshot::channel();
         self.writer_here()
             .send((record, done))
@@ -140,31 +155,23 @@ mod tests {
         }
     }
 
-    /// Two worker threads, each with its own single-threaded runtime (as
-    /// mdgate runs them), append at once through one auditor: each thread
-    /// gets its own writer, every entry is durable once acknowledged, and
-    /// the chain is one. A runtime that ended leaves no stale writer.
-    #[test]
-    fn each_thread_writes_through_its_own_writer_into_one_chain() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = config::Store::Sqlite {
-            path: dir.path().join("mdgate.db"),
-        };
-        let runtime = || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-        };
-        let store = runtime().block_on(crate::store::open(&cfg)).expect("store");
-        let metrics = Arc::new(Metrics::new());
-        let auditor = Auditor::start(store.clone(), metrics.clone());
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    /// Two worker threads, each on its own single-threaded runtime (as
+    /// mdgate runs them), append `per_thread` entries each through
+    /// `auditor`, all at once; every append must be acknowledged.
+    fn append_from_two_threads(auditor: &Auditor, per_thread: i64) {
         let workers: Vec<_> = (0..2)
             .map(|w| {
                 let auditor = auditor.clone();
                 std::thread::spawn(move || {
                     runtime().block_on(async {
-                        let appends = (0..50).map(|i| auditor.append(record(w * 100 + i)));
+                        let appends = (0..per_thread).map(|i| auditor.append(record(w * 1000 + i)));
                         for result in futures_util::future::join_all(appends).await {
                             result.expect("durable");
                         }
@@ -175,6 +182,60 @@ mod tests {
         for w in workers {
             w.join().expect("worker");
         }
+    }
+
+    /// With the store's journal, appends from two threads are durable when
+    /// acknowledged, every one of them reaches the chain, in one chain,
+    /// and each group is counted in the metrics.
+    #[test]
+    fn appends_go_through_the_journal_into_one_chain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config::Store::Sqlite {
+            path: dir.path().join("mdgate.db"),
+        };
+        let rt = runtime();
+        let store = rt.block_on(crate::store::open(&cfg)).expect("store");
+        assert!(store.audit_journal().is_some());
+        let metrics = Arc::new(Metrics::new());
+        let auditor = Auditor::start(store.clone(), metrics.clone());
+        append_from_two_threads(&auditor, 50);
+        assert!(
+            auditor.writers.lock().expect("lock").is_empty(),
+            "no writer tasks"
+        );
+        let checked = rt
+            .block_on(store.verify_audit(None))
+            .expect("read")
+            .expect("one chain");
+        assert_eq!(checked.entries, 100);
+        let text = metrics.encode();
+        assert!(
+            text.contains("mdgate_audit_group_entries_sum 100.0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mdgate_audit_write_failures_total 0"),
+            "{text}"
+        );
+        rt.block_on(store.close()).expect("close");
+    }
+
+    /// Without the journal (another store holds it), each thread gets its
+    /// own writer task, every entry is durable once acknowledged, and the
+    /// chain is one. A runtime that ended leaves no stale writer.
+    #[test]
+    fn without_the_journal_each_thread_writes_through_its_own_writer_into_one_chain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config::Store::Sqlite {
+            path: dir.path().join("mdgate.db"),
+        };
+        let owner = runtime().block_on(crate::store::open(&cfg)).expect("store");
+        let store = runtime().block_on(crate::store::open(&cfg)).expect("store");
+        assert!(owner.audit_journal().is_some());
+        assert!(store.audit_journal().is_none());
+        let metrics = Arc::new(Metrics::new());
+        let auditor = Auditor::start(store.clone(), metrics.clone());
+        append_from_two_threads(&auditor, 50);
         assert_eq!(
             auditor.writers.lock().expect("lock").len(),
             2,
@@ -188,7 +249,7 @@ mod tests {
         assert_eq!(checked.entries, 100);
         // The workers' runtimes are gone, and their writers with them: an
         // append from here starts a writer of its own.
-        rt.block_on(auditor.append(record(1000))).expect("durable");
+        rt.block_on(auditor.append(record(5000))).expect("durable");
         assert_eq!(auditor.writers.lock().expect("lock").len(), 1);
         let checked = rt
             .block_on(store.verify_audit(None))
