@@ -172,43 +172,49 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 /// JSON text with object keys sorted by their UTF-8 bytes and no
 /// whitespace. Strings and numbers are written as `serde_json` writes them.
 pub fn canonical_json(v: &Value) -> String {
-    let mut out = String::new();
+    let mut out = Vec::with_capacity(128);
     write_canonical(v, &mut out);
-    out
+    // Only serde_json's output and ASCII punctuation went in: UTF-8.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-fn write_canonical(v: &Value, out: &mut String) {
+/// Writes a scalar or a string as `serde_json` does (straight into `out`,
+/// without building a `String` per value).
+fn write_plain<T: serde::Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
+    // Writing into a Vec cannot fail, and these values always serialise.
+    let _ = serde_json::to_writer(&mut *out, v);
+}
+
+fn write_canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
-        Value::Null | Value::Bool(_) | Value::Number(_) => out.push_str(&v.to_string()),
-        Value::String(s) => out.push_str(&Value::String(s.clone()).to_string()),
+        Value::Null | Value::Bool(_) | Value::Number(_) => write_plain(v, out),
+        Value::String(s) => write_plain(s.as_str(), out),
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_canonical(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
         Value::Object(map) => {
             // Sort explicitly: serde_json's map order depends on its
             // `preserve_order` feature, which any crate in the build may
             // turn on.
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push(b'{');
+            for (i, (k, item)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                if let Some(item) = map.get(k) {
-                    write_canonical(item, out);
-                }
+                write_plain(k.as_str(), out);
+                out.push(b':');
+                write_canonical(item, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
     }
 }
@@ -417,6 +423,37 @@ mod tests {
         let back: Value = serde_json::from_str(&canonical_json(&v)).unwrap();
         assert_eq!(back, v);
         assert_eq!(canonical_json(&back), canonical_json(&v));
+    }
+
+    /// The text is what serde_json's own `Display` writes for each scalar
+    /// and key, as the canonical form has always been (the earlier writer
+    /// built it from `Value::to_string`).
+    #[test]
+    fn canonical_json_writes_scalars_as_serde_json_displays_them() {
+        fn reference(v: &Value) -> String {
+            match v {
+                Value::Array(items) => {
+                    let inner: Vec<String> = items.iter().map(reference).collect();
+                    format!("[{}]", inner.join(","))
+                }
+                Value::Object(map) => {
+                    let mut keys: Vec<&String> = map.keys().collect();
+                    keys.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+                    let inner: Vec<String> = keys
+                        .into_iter()
+                        .map(|k| format!("{}:{}", Value::String(k.clone()), reference(&map[k])))
+                        .collect();
+                    format!("{{{}}}", inner.join(","))
+                }
+                scalar => scalar.to_string(),
+            }
+        }
+        let v = json!({
+            "ctl": "\u{0}\u{1f}\t\n\"\\/", "uni": "é中😀\u{2028}", "big": u64::MAX,
+            "neg": i64::MIN, "f": 0.1, "e": 1e300, "z": -0.0, "nested": [[], {}, [null, true]],
+            "\u{7f}key": "x", "": ""
+        });
+        assert_eq!(canonical_json(&v), reference(&v));
     }
 
     #[test]
