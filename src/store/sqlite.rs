@@ -510,7 +510,16 @@ fn run_copier(pool: SqlitePool, shared: Arc<journal::Shared>) {
     };
     runtime.block_on(async {
         let mut failing_since: Option<tokio::time::Instant> = None;
+        let mut written = shared.written_to();
         while shared.wait_for_work(COPY_TICK).await {
+            // Room for five ticks at the rate of the last one (a lap's
+            // wrap reads as one step).
+            let now = shared.written_to();
+            if now != written {
+                let rate = now.checked_sub(written).unwrap_or(journal::GROWTH);
+                shared.grow_ahead(rate.saturating_mul(5).max(journal::GROWTH));
+                written = now;
+            }
             if shared.pending_len() == 0 {
                 continue;
             }

@@ -409,3 +409,37 @@ async fn a_journal_of_another_database_is_refused() {
         .unwrap();
     assert_eq!(logged_ns(&store).await, [1, 3]);
 }
+
+/// The copier grows the file ahead of the writer in small steps, never
+/// past the ring's capacity; what the writer wrote is always inside it.
+#[tokio::test]
+async fn the_file_is_grown_ahead_of_the_writer_within_its_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mdgate.db");
+    let capacity = HEADER_LEN + 64 * MAX_FRAME as u64;
+    let store = SqliteStore::open_with_journal_capacity(&path, capacity)
+        .await
+        .unwrap();
+    let jpath = journal::journal_path(&path);
+    let journal = store.audit_journal().unwrap();
+    journal.append(audit(1, None)).await.unwrap();
+    let shared = store.journal_shared().unwrap();
+    let written = shared.written_to();
+    let len = || std::fs::metadata(&jpath).unwrap().len();
+    assert!(len() >= written, "the group is inside the file");
+    shared.grow_ahead(1 << 20);
+    assert!(
+        len() >= written + (1 << 20),
+        "{} < {}",
+        len(),
+        written + (1 << 20)
+    );
+    assert!(len() < written + (1 << 20) + 2 * journal::GROWTH);
+    shared.grow_ahead(u64::MAX);
+    assert_eq!(len(), capacity, "never past the ring");
+    // The grown part is zeros: no frame past the one written.
+    let bytes = std::fs::read(&jpath).unwrap();
+    assert!(bytes[written as usize..].iter().all(|b| *b == 0));
+    journal.append(audit(2, None)).await.unwrap();
+    assert_eq!(logged_ns(&store).await, [1, 2]);
+}
