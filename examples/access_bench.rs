@@ -331,6 +331,9 @@ struct Snap {
     fed_conns: u64,
     /// Site one's audit group commits so far: (commits, entries, seconds).
     audit: (f64, f64, f64),
+    /// Of those, how many took more than 1.6 ms and more than 12.8 ms
+    /// (from the duration histogram's buckets).
+    audit_slow: (f64, f64),
 }
 
 impl Probe {
@@ -346,6 +349,7 @@ impl Probe {
             cpus: cpu_idle(),
             fed_conns: federation_connections(&self.metrics_one),
             audit: audit_commits(&self.metrics_one),
+            audit_slow: audit_slow_commits(&self.metrics_one),
         }
     }
 
@@ -367,6 +371,30 @@ impl Probe {
             "other"
         }
     }
+}
+
+/// Group commits of site one slower than 1.6 ms and than 12.8 ms: the
+/// count minus the cumulative buckets at those bounds.
+fn audit_slow_commits(metrics: &mdgate::admin::Metrics) -> (f64, f64) {
+    let text = metrics.encode();
+    let mut count = 0.0;
+    let under = |bound: f64| -> f64 {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("mdgate_audit_commit_duration_seconds_bucket{le=\""))
+            .filter_map(|rest| {
+                let (le, value) = rest.split_once("\"} ")?;
+                Some((le.parse::<f64>().ok()?, value.parse::<f64>().ok()?))
+            })
+            .find(|(le, _)| (le / bound - 1.0).abs() < 0.01)
+            .map_or(f64::NAN, |(_, v)| v)
+    };
+    let (fast, medium) = (under(0.0016), under(0.0128));
+    for l in text.lines() {
+        if let Some(v) = l.strip_prefix("mdgate_audit_commit_duration_seconds_count ") {
+            count = v.parse().unwrap_or(0.0);
+        }
+    }
+    (count - fast, count - medium)
 }
 
 /// `mdgate_connections_total{listener="federation"}` of site one.
@@ -1164,6 +1192,9 @@ struct Phase {
     audit_commits: f64,
     audit_entries_per_commit: f64,
     audit_commit_us: f64,
+    /// Group commits over 1.6 ms and over 12.8 ms in the window: the
+    /// disk's slow flushes, which every request queued behind waits for.
+    audit_slow_commits: (f64, f64),
 }
 
 struct PhaseSpec {
@@ -2275,6 +2306,10 @@ fn make_phase(
         audit_commits: b.audit.0 - a.audit.0,
         audit_entries_per_commit: (b.audit.1 - a.audit.1) / (b.audit.0 - a.audit.0).max(1.0),
         audit_commit_us: (b.audit.2 - a.audit.2) * 1e6 / (b.audit.0 - a.audit.0).max(1.0),
+        audit_slow_commits: (
+            b.audit_slow.0 - a.audit_slow.0,
+            b.audit_slow.1 - a.audit_slow.1,
+        ),
         cpu,
         cpu_us_per_req,
     }
@@ -2594,10 +2629,16 @@ fn markdown(r: &Report) -> String {
             let med = |f: &dyn Fn(&Phase) -> f64| median(auth.iter().map(|p| f(p)).collect());
             let _ = writeln!(
                 s,
-                "\nauthorized: site one's audit group commits (mdgate's metrics): {:.0} per s, {:.2} entries each, {:.0} µs each to durable",
+                "\nauthorized: site one's audit group commits (mdgate's metrics): {:.0} per s, {:.2} entries each, {:.0} µs each to durable; over 1.6 ms: {:.0}, over 12.8 ms: {:.0} per phase (by round: {})",
                 med(&|p| p.audit_commits / window_seconds(p)),
                 med(&|p| p.audit_entries_per_commit),
-                med(&|p| p.audit_commit_us)
+                med(&|p| p.audit_commit_us),
+                med(&|p| p.audit_slow_commits.0),
+                med(&|p| p.audit_slow_commits.1),
+                auth.iter()
+                    .map(|p| format!("{:.0}/{:.0}", p.audit_slow_commits.0, p.audit_slow_commits.1))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         let _ = writeln!(s);

@@ -227,10 +227,10 @@ impl SqliteStore {
                 "copied audit entries left in the journal into the audit log"
             );
         }
-        let pool = self.pool.clone();
+        let options = self.audit_options.clone();
         let copier = std::thread::Builder::new()
             .name("mdgate-audit-copy".into())
-            .spawn(move || run_copier(pool, shared))
+            .spawn(move || run_copier(options, shared))
             .map_err(|e| StoreError::Open {
                 path: path.to_owned(),
                 reason: format!("cannot start the audit copier: {e}"),
@@ -459,18 +459,31 @@ impl WriteTx {
     }
 }
 
+/// Copies the journal entries pending now into the log, on a pooled
+/// connection (see [`copy_journal_on`]).
+async fn copy_journal(pool: &SqlitePool, shared: &Arc<journal::Shared>) -> Result<(), StoreError> {
+    if shared.pending_len() == 0 {
+        return Ok(());
+    }
+    let mut conn = pool.acquire().await?;
+    copy_journal_on(&mut conn, shared).await
+}
+
 /// Copies the journal entries pending now into the log, in transactions
 /// of at most [`COPY_BATCH`] entries. Entries acknowledged meanwhile wait
 /// for the next copy: chasing the writer would commit small batches
 /// back to back.
-async fn copy_journal(pool: &SqlitePool, shared: &Arc<journal::Shared>) -> Result<(), StoreError> {
+async fn copy_journal_on(
+    conn: &mut SqliteConnection,
+    shared: &Arc<journal::Shared>,
+) -> Result<(), StoreError> {
     let mut left = shared.pending_len();
     while left > 0 {
         let mut guard = shared.lock_copy().await;
         if guard.next_batch(1).0.is_empty() {
             return Ok(());
         }
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let (batch, from) = guard.next_batch(COPY_BATCH.min(left));
         left -= batch.len();
         insert_journal_batch(&mut tx, &batch, from).await?;
@@ -494,10 +507,24 @@ async fn copy_in(conn: &mut SqliteConnection, guard: &mut CopyGuard) -> Result<(
     }
 }
 
+/// The copier's scheduling priority (nice): below the workers, so that a
+/// copy (a few milliseconds of CPU every tick) or a step of growth never
+/// delays a request on a shared core, yet with enough of a busy core to
+/// keep up with the heaviest load (nice 10 weighs about a tenth of the
+/// default; a copy needs a few percent).
+const COPIER_NICE: i32 = 10;
+
 /// The copier thread: moves the journal's entries into the log every
-/// [`COPY_TICK`], or sooner when many are waiting, until the journal
-/// stops.
-fn run_copier(pool: SqlitePool, shared: Arc<journal::Shared>) {
+/// [`COPY_TICK`], or sooner when many are waiting, and grows the journal
+/// ahead of its writer, until the journal stops. It runs at a lower
+/// priority, on a connection of its own opened from this thread, so that
+/// the connection's SQLite thread inherits that priority too.
+fn run_copier(options: SqliteConnectOptions, shared: Arc<journal::Shared>) {
+    if let Err(e) =
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), COPIER_NICE)
+    {
+        tracing::debug!(error = %e, "cannot lower the audit copier's priority");
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -509,6 +536,7 @@ fn run_copier(pool: SqlitePool, shared: Arc<journal::Shared>) {
         }
     };
     runtime.block_on(async {
+        let mut conn: Option<SqliteConnection> = None;
         let mut failing_since: Option<tokio::time::Instant> = None;
         let mut written = shared.written_to();
         while shared.wait_for_work(COPY_TICK).await {
@@ -523,14 +551,25 @@ fn run_copier(pool: SqlitePool, shared: Arc<journal::Shared>) {
             if shared.pending_len() == 0 {
                 continue;
             }
-            match copy_journal(&pool, &shared).await {
+            let result = match conn.as_mut() {
+                Some(c) => copy_journal_on(c, &shared).await,
+                None => match options.connect().await {
+                    Ok(c) => copy_journal_on(conn.insert(c), &shared).await,
+                    Err(e) => Err(e.into()),
+                },
+            };
+            match result {
                 Ok(()) => {
                     if failing_since.take().is_some() {
                         tracing::info!("audit entries are being copied into the log again");
                     }
                 }
                 Err(e) => {
-                    // Retried at the next tick; said once, then every minute.
+                    // A fresh connection next time; retried at the next
+                    // tick; said once, then every minute.
+                    if let Some(c) = conn.take() {
+                        let _ = c.close().await;
+                    }
                     let now = tokio::time::Instant::now();
                     if failing_since
                         .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
@@ -544,6 +583,9 @@ fn run_copier(pool: SqlitePool, shared: Arc<journal::Shared>) {
                     }
                 }
             }
+        }
+        if let Some(c) = conn.take() {
+            let _ = c.close().await;
         }
     });
 }
