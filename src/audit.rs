@@ -41,6 +41,9 @@ pub struct VerifyReport {
     /// The head given with `--head`, if any.
     pub recorded: Option<AuditHead>,
     pub result: Result<AuditVerification, AuditBreak>,
+    /// Entries in the audit journal, acknowledged but not yet copied into
+    /// the log (so not part of the chain verified).
+    pub journal_pending: u64,
 }
 
 /// Walks the whole chain (see [`Store::verify_audit`]).
@@ -49,7 +52,12 @@ pub async fn verify(
     recorded: Option<AuditHead>,
 ) -> Result<VerifyReport, StoreError> {
     let result = store.verify_audit(recorded).await?;
-    Ok(VerifyReport { recorded, result })
+    let journal_pending = store.audit_journal_pending().await?;
+    Ok(VerifyReport {
+        recorded,
+        result,
+        journal_pending,
+    })
 }
 
 impl VerifyReport {
@@ -80,6 +88,7 @@ impl VerifyReport {
                          `mdgate audit head` outside this database and pass it with --head\n",
                     ),
                 }
+                out.push_str(&self.journal_line());
                 out
             }
             Err(broken) => {
@@ -98,8 +107,22 @@ impl VerifyReport {
                      backup (`mdgate audit export --from SEQ` on both); find who could write the \
                      file (its owner, backups, the host's administrators).\n",
                 );
+                out.push_str(&self.journal_line());
                 out
             }
+        }
+    }
+
+    /// A line about entries still in the audit journal, if any.
+    fn journal_line(&self) -> String {
+        match self.journal_pending {
+            0 => String::new(),
+            n => format!(
+                "{n} more entr{} in the audit journal (the store's `-audit` file), acknowledged \
+                 and not yet copied into the log: mdgate copies them within a second while it \
+                 runs, or when it next starts\n",
+                if n == 1 { "y is" } else { "ies are" }
+            ),
         }
     }
 
@@ -112,6 +135,7 @@ impl VerifyReport {
                 "entries": v.entries,
                 "head": {"seq": v.last_seq, "hash": hex::encode(v.last_hash)},
                 "recorded_head": recorded,
+                "journal_pending": self.journal_pending,
             }),
             Err(broken) => json!({
                 "ok": false,
@@ -119,6 +143,7 @@ impl VerifyReport {
                 "reason": break_reason(&broken.reason),
                 "message": explain(broken),
                 "recorded_head": recorded,
+                "journal_pending": self.journal_pending,
             }),
         }
     }

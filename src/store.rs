@@ -121,6 +121,14 @@ pub trait Store: Send + Sync + fmt::Debug {
         None
     }
 
+    /// Entries the audit journal acknowledged that are not yet in the log
+    /// (0 without a journal). A store that owns the journal copies them
+    /// shortly; one that does not (another process's, or a copy read by
+    /// `mdgate audit`) counts them in the file, changing nothing.
+    fn audit_journal_pending(&self) -> StoreFuture<'_, u64> {
+        Box::pin(async { Ok(0) })
+    }
+
     /// Appends an entry at the head of the chain, in its own transaction.
     fn append_audit(&self, record: AuditRecord) -> StoreFuture<'_, AuditEntry>;
 

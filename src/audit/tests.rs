@@ -70,13 +70,30 @@ fn reports_say_where_and_why() {
             last_seq: 3,
             last_hash: [1; 32],
         }),
+        journal_pending: 0,
     };
     assert!(intact.ok());
     assert!(intact.human().starts_with(&format!(
         "audit log intact: 3 entries, head 3 {}\n",
         "01".repeat(32)
     )));
+    assert!(!intact.human().contains("journal"));
     assert_eq!(intact.to_json()["head"]["seq"], 3);
+    // Entries still in the journal are said, not counted in the chain.
+    let waiting = VerifyReport {
+        journal_pending: 2,
+        ..intact.clone()
+    };
+    assert!(waiting.ok());
+    assert!(
+        waiting
+            .human()
+            .contains("2 more entries are in the audit journal"),
+        "{}",
+        waiting.human()
+    );
+    assert_eq!(waiting.to_json()["journal_pending"], 2);
+    assert_eq!(waiting.to_json()["entries"], 3);
 
     let cases = [
         (
@@ -110,6 +127,7 @@ fn reports_say_where_and_why() {
         let report = VerifyReport {
             recorded: None,
             result: Err(AuditBreak { seq: 3, reason }),
+            journal_pending: 0,
         };
         assert!(!report.ok());
         let text = report.human();

@@ -597,6 +597,31 @@ fn open_direct(path: &Path) -> Option<File> {
         .ok()
 }
 
+/// How many entries the journal beside `db` holds past `checkpoint`
+/// (acknowledged, not yet copied into the log), read without taking the
+/// journal's lock or writing anything: for `mdgate audit verify`, on a
+/// live store or a copy. A journal the database does not name is read
+/// from its start. No journal: 0.
+pub(super) fn count_uncopied(db: &Path, checkpoint: Option<Checkpoint>) -> io::Result<u64> {
+    let file = match File::open(journal_path(db)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let Some(header) = read_header(&file)? else {
+        return Ok(0);
+    };
+    let from = match checkpoint {
+        Some(cp) if cp.journal_id == header.id => cp,
+        _ => Checkpoint {
+            journal_id: header.id,
+            next_jseq: 1,
+            next_pos: 0,
+        },
+    };
+    Ok(scan(&file, &header, from)?.0.len() as u64)
+}
+
 fn capacity_of(file: &File) -> Result<u64, StoreError> {
     // Only used to bound a read when the header is unreadable.
     Ok(file

@@ -141,6 +141,8 @@ pub struct SqliteStore {
     journal: Option<Arc<AuditJournal>>,
     /// The copier thread, joined on close.
     copier: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// The database file.
+    path: std::path::PathBuf,
 }
 
 /// How often the copier moves the journal's entries into the log when
@@ -296,6 +298,7 @@ impl SqliteStore {
             audit_head: Arc::default(),
             journal: None,
             copier: Arc::default(),
+            path: path.to_owned(),
         })
     }
 
@@ -1471,6 +1474,26 @@ impl Store for SqliteStore {
 
     fn audit_journal(&self) -> Option<&AuditJournal> {
         self.journal.as_deref().filter(|j| j.is_usable())
+    }
+
+    fn audit_journal_pending(&self) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            if let Some(journal) = &self.journal {
+                return Ok(journal.shared().pending_len() as u64);
+            }
+            // A schema older than the journal has no checkpoint table.
+            let has_table: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_journal'",
+            )
+            .fetch_optional(&self.pool)
+            .await?;
+            let checkpoint = match has_table {
+                Some(_) => read_checkpoint(&self.pool).await?,
+                None => None,
+            };
+            journal::count_uncopied(&self.path, checkpoint)
+                .map_err(|e| StoreError::corrupt(format!("cannot read the audit journal: {e}")))
+        })
     }
 
     fn append_audit(&self, record: AuditRecord) -> StoreFuture<'_, AuditEntry> {
