@@ -604,30 +604,22 @@ async fn insert_journal_batch(
     let Some(last) = batch.last() else {
         return Ok(());
     };
-    let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await?;
-    let (mut seq, mut prev_hash) = match head {
-        None => (0, GENESIS),
-        Some(row) => (row.try_get::<i64, _>("seq")?, hash_at(&row, "hash")?),
-    };
+    let (mut seq, mut prev_hash) = audit_head_in(&mut *conn).await?;
     // The chain's fields of each row, computed before binding.
     let mut rows = Vec::with_capacity(batch.len());
     for d in batch {
         seq += 1;
         let e = &d.entry;
         let patient = e.patient.map(uuid_text);
-        let hash = chain::entry_hash(
-            &prev_hash,
-            &EntryFields {
-                seq,
-                at: e.at,
-                kind: &e.kind,
-                actor: &e.actor,
-                patient: patient.as_deref(),
-                detail: &e.detail,
-            },
-        );
+        let fields = EntryFields {
+            seq,
+            at: e.at,
+            kind: &e.kind,
+            actor: &e.actor,
+            patient: patient.as_deref(),
+            detail: &e.detail,
+        };
+        let hash = chain::entry_hash(&prev_hash, &fields);
         rows.push((seq, patient, prev_hash, hash));
         prev_hash = hash;
     }
@@ -635,11 +627,7 @@ async fn insert_journal_batch(
         .chunks(AUDIT_ROWS_PER_INSERT)
         .zip(batch.chunks(AUDIT_ROWS_PER_INSERT))
     {
-        let mut insert = sqlx::QueryBuilder::<Sqlite>::new(concat!(
-            "INSERT INTO audit_log (",
-            audit_cols!(),
-            ") "
-        ));
+        let mut insert = audit_insert();
         insert.push_values(
             chunk_rows.iter().zip(chunk_batch),
             |mut b, ((seq, patient, prev, hash), d)| {
@@ -1159,33 +1147,54 @@ pub(super) async fn append_audit_batch_in(
     if records.is_empty() {
         return Ok(Vec::new());
     }
-    let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await?;
-    let head = match head {
-        None => (0, GENESIS),
-        Some(row) => (row.try_get("seq")?, hash_at(&row, "hash")?),
-    };
+    let head = audit_head_in(&mut *conn).await?;
     let (entries, columns) = chain_records(head, records);
     for (chunk_entries, chunk_columns) in entries
         .chunks(AUDIT_ROWS_PER_INSERT)
         .zip(columns.chunks(AUDIT_ROWS_PER_INSERT))
     {
-        let mut insert = sqlx::QueryBuilder::<Sqlite>::new(concat!(
-            "INSERT INTO audit_log (",
-            audit_cols!(),
-            ") "
-        ));
+        let mut insert = audit_insert();
         push_audit_rows(&mut insert, chunk_entries, chunk_columns);
         insert.build().execute(&mut *conn).await?;
     }
     Ok(entries)
 }
 
+/// The chain's head as the caller's transaction sees it: `(seq, hash)`
+/// of the last entry, `(0, GENESIS)` for an empty log.
+async fn audit_head_in(conn: &mut SqliteConnection) -> Result<ChainHead, StoreError> {
+    let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(match head {
+        None => (0, GENESIS),
+        Some(row) => (row.try_get("seq")?, hash_at(&row, "hash")?),
+    })
+}
+
+/// `INSERT INTO audit_log (columns) `, for the rows to follow.
+fn audit_insert<'a>() -> sqlx::QueryBuilder<'a, Sqlite> {
+    sqlx::QueryBuilder::new(concat!("INSERT INTO audit_log (", audit_cols!(), ") "))
+}
+
 /// The text columns of an entry as stored.
 pub(super) struct AuditColumns {
     detail: String,
     patient: Option<String>,
+}
+
+impl AuditColumns {
+    /// The hashed fields of `record` at `seq`, with these columns.
+    fn fields<'a>(&'a self, seq: i64, record: &'a AuditRecord) -> EntryFields<'a> {
+        EntryFields {
+            seq,
+            at: record.at,
+            kind: &record.kind,
+            actor: &record.actor,
+            patient: self.patient.as_deref(),
+            detail: &self.detail,
+        }
+    }
 }
 
 /// Chains `records` after `head` (`(seq, hash)` of the last entry,
@@ -1199,19 +1208,11 @@ pub(super) fn chain_records(
     let mut columns = Vec::with_capacity(records.len());
     for record in records {
         seq += 1;
-        let detail = chain::canonical_json(&record.detail);
-        let patient = record.patient.map(uuid_text);
-        let hash = chain::entry_hash(
-            &prev_hash,
-            &EntryFields {
-                seq,
-                at: record.at,
-                kind: &record.kind,
-                actor: &record.actor,
-                patient: patient.as_deref(),
-                detail: &detail,
-            },
-        );
+        let columns_of = AuditColumns {
+            detail: chain::canonical_json(&record.detail),
+            patient: record.patient.map(uuid_text),
+        };
+        let hash = chain::entry_hash(&prev_hash, &columns_of.fields(seq, &record));
         entries.push(AuditEntry {
             seq,
             at: record.at,
@@ -1222,7 +1223,7 @@ pub(super) fn chain_records(
             prev_hash,
             hash,
         });
-        columns.push(AuditColumns { detail, patient });
+        columns.push(columns_of);
         prev_hash = hash;
     }
     (entries, columns)

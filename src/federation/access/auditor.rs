@@ -162,6 +162,20 @@ mod tests {
             .expect("runtime")
     }
 
+    /// What every entry's group commit left in the metrics: `entries`
+    /// counted, no failure.
+    fn assert_counted(metrics: &Metrics, entries: u32) {
+        let text = metrics.encode();
+        assert!(
+            text.contains(&format!("mdgate_audit_group_entries_sum {entries}.0")),
+            "{text}"
+        );
+        assert!(
+            text.contains("mdgate_audit_write_failures_total 0"),
+            "{text}"
+        );
+    }
+
     /// Two worker threads, each on its own single-threaded runtime (as
     /// mdgate runs them), append `per_thread` entries each through
     /// `auditor`, all at once; every append must be acknowledged.
@@ -208,15 +222,7 @@ mod tests {
             .expect("read")
             .expect("one chain");
         assert_eq!(checked.entries, 100);
-        let text = metrics.encode();
-        assert!(
-            text.contains("mdgate_audit_group_entries_sum 100.0"),
-            "{text}"
-        );
-        assert!(
-            text.contains("mdgate_audit_write_failures_total 0"),
-            "{text}"
-        );
+        assert_counted(&metrics, 100);
         rt.block_on(store.close()).expect("close");
     }
 
@@ -257,14 +263,6 @@ mod tests {
             .expect("one chain");
         assert_eq!(checked.entries, 101);
         // Every entry was counted in a group commit, none failed.
-        let text = metrics.encode();
-        assert!(
-            text.contains("mdgate_audit_group_entries_sum 101.0"),
-            "{text}"
-        );
-        assert!(
-            text.contains("mdgate_audit_write_failures_total 0"),
-            "{text}"
-        );
+        assert_counted(&metrics, 101);
     }
 }

@@ -24,6 +24,16 @@ async fn logged_ns(store: &dyn Store) -> Vec<i64> {
     }
 }
 
+/// A store whose journal ring holds `capacity` bytes.
+async fn with_ring(capacity: u64) -> (TempDir, PathBuf, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mdgate.db");
+    let store = SqliteStore::open_with_journal_capacity(&path, capacity)
+        .await
+        .unwrap();
+    (dir, path, store)
+}
+
 async fn checkpoint(path: &Path) -> (i64, i64) {
     let mut conn = raw(path).await;
     let row = sqlx::query("SELECT next_jseq, next_pos FROM audit_journal")
@@ -73,17 +83,8 @@ async fn journaled_entries_reach_the_chain_in_order() {
 /// before it, in the same transaction.
 #[tokio::test]
 async fn a_state_change_comes_after_the_entries_acknowledged_before_it() {
-    let (_dir, _path, store) = fresh().await;
-    let patient = Uuid::new_v4();
-    store
-        .insert_patient(Patient {
-            federation_id: patient,
-            upstream_id: 42,
-            created_at: 1,
-            moved_to: None,
-        })
-        .await
-        .unwrap();
+    let f = fixture().await;
+    let (store, patient) = (&f.store, f.patient);
     let journal = store.audit_journal().unwrap();
     for n in 1..=3 {
         journal.append(audit(n, Some(patient))).await.unwrap();
@@ -97,7 +98,7 @@ async fn a_state_change_comes_after_the_entries_acknowledged_before_it() {
         .await
         .unwrap();
     journal.append(audit(5, Some(patient))).await.unwrap();
-    assert_eq!(logged_ns(&*store).await, [1, 2, 3, 4, 5]);
+    assert_eq!(logged_ns(&**store).await, [1, 2, 3, 4, 5]);
     let mine = store
         .audit_entries_for_patient(patient, 0, 10)
         .await
@@ -302,12 +303,8 @@ fn frames_end(jpath: &Path) -> u64 {
 /// refuses appends (nothing is overwritten) until the copier catches up.
 #[tokio::test]
 async fn the_ring_wraps_and_refuses_to_overwrite_uncopied_entries() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("mdgate.db");
     let capacity = HEADER_LEN + 3 * MAX_FRAME as u64;
-    let store = SqliteStore::open_with_journal_capacity(&path, capacity)
-        .await
-        .unwrap();
+    let (_dir, path, store) = with_ring(capacity).await;
     let big = |n: i64| AuditRecord {
         detail: json!({ "n": n, "pad": "x".repeat(4000) }),
         ..audit(n, None)
@@ -427,12 +424,8 @@ async fn a_journal_of_another_database_is_refused() {
 /// past the ring's capacity; what the writer wrote is always inside it.
 #[tokio::test]
 async fn the_file_is_grown_ahead_of_the_writer_within_its_capacity() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("mdgate.db");
     let capacity = HEADER_LEN + 64 * MAX_FRAME as u64;
-    let store = SqliteStore::open_with_journal_capacity(&path, capacity)
-        .await
-        .unwrap();
+    let (_dir, path, store) = with_ring(capacity).await;
     let jpath = journal::journal_path(&path);
     let journal = store.audit_journal().unwrap();
     journal.append(audit(1, None)).await.unwrap();
