@@ -181,6 +181,18 @@ impl Browser {
             .unwrap_or_else(|e| panic!("{css} never appeared: {e}"));
     }
 
+    /// Waits until the page's path ends with `suffix` (after a click on a
+    /// link: the page it was on may have the same elements).
+    pub async fn wait_for_path(&self, suffix: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !self.path().await.ends_with(suffix) {
+            if tokio::time::Instant::now() > deadline {
+                panic!("never reached …{suffix}: on {}", self.path().await);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until an element `css` shows text starting with `prefix`: the
     /// page after a form post, not the one the form was on, which may have
     /// had an element of the same kind.
@@ -234,6 +246,8 @@ pub async fn sign_in(b: &Browser, base: &str, username: &str, password: &str, ho
     b.fill("#password", password).await;
     b.click("form[action='/federation/sign-in'] button[type=submit]")
         .await;
+    // The sign-in page has an h1 too: wait for the page after the post.
+    b.wait_for_path(home).await;
     b.wait_for("h1").await;
     assert_eq!(b.path().await, home, "{}", b.source().await);
 }
@@ -639,12 +653,13 @@ async fn browser_real_flow_across_two_servers() {
         .await;
     b.shot("doctor-approved").await;
     b.click("a[href$='/record/record']").await;
+    b.wait_for_path("/record/record").await;
     b.wait_for("dl").await;
     assert!(b.source().await.contains("<dt>Name</dt>"));
     b.shot("doctor-record").await;
     b.click("a[href$='/record/vitals']").await;
-    b.wait_for("h1").await;
-    assert_eq!(b.text("h1").await, "Vital signs");
+    b.wait_for_path("/record/vitals").await;
+    b.wait_for_text("h1", "Vital signs").await;
 
     // The patient revokes; the doctor's next read is refused.
     b.goto(&format!("{}/federation/patient", url(one))).await;
