@@ -98,7 +98,8 @@ impl Site {
         format!("{scheme}://{}", self.running().public_addr)
     }
 
-    /// Stops this site's mdgate (as a crash would: no drain).
+    /// Stops this site's mdgate as SIGTERM does: drains its connections
+    /// and closes its store (the audit journal is copied into the log).
     pub async fn stop(&mut self) {
         if let Some(running) = self.running.take() {
             running.shutdown().await;

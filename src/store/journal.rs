@@ -5,8 +5,8 @@
 //! more than the flush it ends with (pages, locks, a statement, a round
 //! trip to the connection's thread), so the data path does not commit to
 //! the database: it appends its entries to this file, a preallocated ring
-//! written with one `pwrite` and one `fdatasync` per group, and answers
-//! once that returns. A copier then moves the entries, in order, into the
+//! written with one synchronous direct write (`O_DIRECT | O_DSYNC`) per
+//! group, and answers once that returns. A copier then moves the entries, in order, into the
 //! store's hash-chained `audit_log`, many per transaction, and records in
 //! the same transaction how far it got (the `audit_journal` row). After a
 //! crash the entries past that point are copied at the next start, so an
@@ -43,6 +43,10 @@
 //! UTF-8) | patient (0x00, or 0x01 and the 16 bytes of the UUID) | detail
 //! (u32 length, the canonical JSON text)`.
 //!
+//! Each group of frames starts on a 4 KiB block boundary and is written
+//! as whole blocks, zeros after its last frame: a byte of an acknowledged
+//! group is never written again.
+//!
 //! Positions are logical byte offsets that only grow; the ring maps one to
 //! `4096 + pos % span` (`span` = capacity - 4096). A frame starts at a
 //! position only if a frame of the largest size ([`MAX_FRAME`]) would fit
@@ -53,9 +57,10 @@
 //! extents' metadata), then wraps.
 //!
 //! Reading back from the recorded position, frames are taken while each
-//! one's check holds and its `jseq` is the next expected: a torn write at
-//! the end fails its check, and a frame left from an earlier lap has an
-//! older `jseq`, so either ends the scan.
+//! one's check holds and its `jseq` is the next expected (zeros after a
+//! frame send the reader to the next block, where the next group starts):
+//! a torn write at the end fails its check, and a frame left from an
+//! earlier lap has an older `jseq`, so either ends the scan.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -121,18 +126,6 @@ pub(super) struct JournalEntry {
     pub actor: String,
     pub patient: Option<Uuid>,
     pub detail: String,
-}
-
-impl From<&AuditRecord> for JournalEntry {
-    fn from(r: &AuditRecord) -> Self {
-        JournalEntry {
-            at: r.at,
-            kind: r.kind.clone(),
-            actor: r.actor.clone(),
-            patient: r.patient,
-            detail: chain::canonical_json(&r.detail),
-        }
-    }
 }
 
 impl From<AuditRecord> for JournalEntry {
@@ -279,9 +272,10 @@ pub(super) struct CopyGuard {
 
 impl CopyGuard {
     /// Up to `limit` pending entries after those already taken in this
-    /// transaction, and where copying stands before them. The caller
-    /// inserts them and records the checkpoint, then calls [`taken`].
-    pub(super) fn next_batch(&self, limit: usize) -> (Vec<Arc<Durable>>, Checkpoint) {
+    /// transaction, and where copying stands before them; `None` when
+    /// there are none. The caller inserts them and records the checkpoint,
+    /// then calls [`taken`](Self::taken).
+    pub(super) fn next_batch(&self, limit: usize) -> Option<(Vec<Arc<Durable>>, Checkpoint)> {
         let pending = self
             .shared
             .pending
@@ -293,26 +287,17 @@ impl CopyGuard {
             .take(limit)
             .cloned()
             .collect();
-        let from = match self.taken.checked_sub(1).and_then(|i| pending.get(i)) {
-            Some(last) => Checkpoint {
-                journal_id: self.shared.id,
-                next_jseq: last.jseq + 1,
-                next_pos: last.end,
-            },
-            None => match batch.first() {
-                Some(first) => Checkpoint {
-                    journal_id: self.shared.id,
-                    next_jseq: first.jseq,
-                    next_pos: self.shared.copied_pos.load(Ordering::Acquire),
-                },
-                None => Checkpoint {
-                    journal_id: self.shared.id,
-                    next_jseq: 0,
-                    next_pos: self.shared.copied_pos.load(Ordering::Acquire),
-                },
-            },
+        let first = batch.first()?;
+        let next_pos = match self.taken.checked_sub(1).and_then(|i| pending.get(i)) {
+            Some(last_taken) => last_taken.end,
+            None => self.shared.copied_pos.load(Ordering::Acquire),
         };
-        (batch, from)
+        let from = Checkpoint {
+            journal_id: self.shared.id,
+            next_jseq: first.jseq,
+            next_pos,
+        };
+        Some((batch, from))
     }
 
     /// Notes that `n` more entries were copied in this transaction.
@@ -644,8 +629,14 @@ struct Header {
     capacity: u64,
 }
 
-fn header_check(bytes: &[u8]) -> [u8; CHECK_LEN] {
-    let digest = Sha256::digest(bytes);
+/// The first [`CHECK_LEN`] bytes of SHA-256 over `parts`, in order: the
+/// header's and every frame's check.
+fn check(parts: &[&[u8]]) -> [u8; CHECK_LEN] {
+    let mut h = Sha256::new();
+    for part in parts {
+        h.update(part);
+    }
+    let digest = h.finalize();
     let mut out = [0; CHECK_LEN];
     out.copy_from_slice(&digest[..CHECK_LEN]);
     out
@@ -659,7 +650,7 @@ fn read_header(file: &File) -> io::Result<Option<Header>> {
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    if &raw[..8] != MAGIC || raw[32..48] != header_check(&raw[..32]) {
+    if &raw[..8] != MAGIC || raw[32..48] != check(&[&raw[..32]]) {
         return Ok(None);
     }
     let capacity = u64::from_be_bytes(raw[8..16].try_into().unwrap_or_default());
@@ -679,8 +670,8 @@ fn init(file: &File, capacity: u64) -> io::Result<Header> {
     block[..8].copy_from_slice(MAGIC);
     block[8..16].copy_from_slice(&capacity.to_be_bytes());
     block[16..32].copy_from_slice(&id);
-    let check = header_check(&block[..32]);
-    block[32..48].copy_from_slice(&check);
+    let sum = check(&[&block[..32]]);
+    block[32..48].copy_from_slice(&sum);
     file.set_len(0)?;
     file.write_all_at(&block, 0)?;
     file.sync_all()?;
@@ -721,13 +712,7 @@ fn frame_len(e: &JournalEntry) -> usize {
 }
 
 fn frame_check(id: &[u8; 16], len_and_body: &[u8]) -> [u8; CHECK_LEN] {
-    let mut h = Sha256::new();
-    h.update(id);
-    h.update(len_and_body);
-    let digest = h.finalize();
-    let mut out = [0; CHECK_LEN];
-    out.copy_from_slice(&digest[..CHECK_LEN]);
-    out
+    check(&[id, len_and_body])
 }
 
 /// Appends `e`'s frame to `out`. The caller checked its size.
@@ -750,8 +735,8 @@ fn encode(out: &mut Vec<u8>, id: &[u8; 16], jseq: u64, e: &JournalEntry) {
     }
     out.extend_from_slice(&(e.detail.len() as u32).to_be_bytes());
     out.extend_from_slice(e.detail.as_bytes());
-    let check = frame_check(id, &out[start..]);
-    out.extend_from_slice(&check);
+    let sum = frame_check(id, &out[start..]);
+    out.extend_from_slice(&sum);
 }
 
 /// Decodes a body; `None` when it does not parse.

@@ -155,6 +155,15 @@ impl SqliteStore {
     /// Opens `path` (creating it, mode 0600, if missing), applies pending
     /// migrations and starts the pool.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        SqliteStore::open_with_journal_capacity(path, journal::DEFAULT_CAPACITY).await
+    }
+
+    /// [`SqliteStore::open`] with an audit journal ring of `capacity`
+    /// bytes (tests use small rings).
+    pub(super) async fn open_with_journal_capacity(
+        path: &Path,
+        capacity: u64,
+    ) -> Result<Self, StoreError> {
         let options = connect_options(path)?;
         let mut conn = connect_first(path, &options).await?;
         let report = prepare(&mut conn).await?;
@@ -166,21 +175,6 @@ impl SqliteStore {
                 "applied store migration"
             );
         }
-        conn.close().await?;
-        let mut store = SqliteStore::start(path, options, POOL_SIZE).await?;
-        store.open_journal(path, journal::DEFAULT_CAPACITY).await?;
-        Ok(store)
-    }
-
-    /// [`SqliteStore::open`] with a journal ring of `capacity` bytes.
-    #[cfg(test)]
-    pub(super) async fn open_with_journal_capacity(
-        path: &Path,
-        capacity: u64,
-    ) -> Result<Self, StoreError> {
-        let options = connect_options(path)?;
-        let mut conn = connect_first(path, &options).await?;
-        prepare(&mut conn).await?;
         conn.close().await?;
         let mut store = SqliteStore::start(path, options, POOL_SIZE).await?;
         store.open_journal(path, capacity).await?;
@@ -246,8 +240,8 @@ impl SqliteStore {
     /// that a read sees them.
     async fn sync_journal(&self) -> Result<(), StoreError> {
         match &self.journal {
-            Some(j) if j.shared().pending_len() > 0 => copy_journal(&self.pool, j.shared()).await,
-            _ => Ok(()),
+            Some(j) => copy_journal(&self.pool, j.shared()).await,
+            None => Ok(()),
         }
     }
 
@@ -483,12 +477,11 @@ async fn copy_journal_on(
     let mut left = shared.pending_len();
     while left > 0 {
         let mut guard = shared.lock_copy().await;
-        if guard.next_batch(1).0.is_empty() {
+        let Some((batch, from)) = guard.next_batch(COPY_BATCH.min(left)) else {
             return Ok(());
-        }
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let (batch, from) = guard.next_batch(COPY_BATCH.min(left));
+        };
         left -= batch.len();
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         insert_journal_batch(&mut tx, &batch, from).await?;
         guard.taken(batch.len());
         tx.commit().await?;
@@ -500,14 +493,11 @@ async fn copy_journal_on(
 /// Copies every entry pending in `guard`'s journal within `conn`'s
 /// transaction (not yet committed).
 async fn copy_in(conn: &mut SqliteConnection, guard: &mut CopyGuard) -> Result<(), StoreError> {
-    loop {
-        let (batch, from) = guard.next_batch(COPY_BATCH);
-        if batch.is_empty() {
-            return Ok(());
-        }
+    while let Some((batch, from)) = guard.next_batch(COPY_BATCH) {
         insert_journal_batch(&mut *conn, &batch, from).await?;
         guard.taken(batch.len());
     }
+    Ok(())
 }
 
 /// The copier's scheduling priority (nice): below the workers, so that a

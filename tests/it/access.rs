@@ -391,6 +391,48 @@ async fn raw_read(
     (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// Every federated read is in the audit log after a clean stop: the
+/// entries still in the audit journal are copied when the server stops,
+/// and nothing is left waiting in the journal file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_leaves_every_read_in_the_log_and_none_in_the_journal() {
+    let (_dir, mut bed) = two_sites("").await;
+    let (_patient, _doctor, request, grant) =
+        granted(&bed, Role::Viewer, Duration::from_secs(600)).await;
+    let token = held_token(&bed.sites[1], request).await;
+    let path = RouteId::Vitals.federation_path(&grant.patient);
+    for _ in 0..20 {
+        let (status, body) = raw_read(
+            &bed.sites[1],
+            &bed.sites[0],
+            http::Method::GET,
+            &path,
+            &token,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    bed.sites[0].stop().await;
+    let cfg = mdgate::config::load(&bed.sites[0].config_path)
+        .unwrap()
+        .store;
+    let store = mdgate::store::open_read_only(&cfg).await.unwrap();
+    assert_eq!(store.audit_journal_pending().await.unwrap(), 0);
+    let reads = store
+        .audit_entries(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "record.read")
+        .count();
+    assert_eq!(reads, 20);
+    store
+        .verify_audit(None)
+        .await
+        .unwrap()
+        .expect("chain intact");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stolen_token_is_useless_from_another_server() {
     let dir = tempfile::tempdir().unwrap();

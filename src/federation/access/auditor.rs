@@ -3,8 +3,8 @@
 //! Every read or question under a grant is written to the audit log before
 //! its answer leaves. Where the store keeps an audit journal
 //! (`store::journal`), an entry goes there: the journal's writer flushes
-//! whatever is queued as one group, one `pwrite` and one `fdatasync`, and
-//! the entry joins the chain when the store copies it into the log.
+//! whatever is queued as one group, with one synchronous write, and the
+//! entry joins the chain when the store copies it into the log.
 //!
 //! Otherwise (another process holds the journal, or a journal write
 //! failed), requests hand their entry to their thread's writer task, which
