@@ -79,6 +79,9 @@ use uuid::Uuid;
 use super::chain;
 use super::error::StoreError;
 use super::model::AuditRecord;
+use relay::Relay;
+
+mod relay;
 
 /// The unit of the journal's writes: every group starts on a block
 /// boundary and is written as whole blocks.
@@ -172,6 +175,8 @@ pub type Observer = Box<dyn Fn(usize, f64, bool) + Send + Sync>;
 struct Job {
     entry: JournalEntry,
     done: oneshot::Sender<Result<(), JournalError>>,
+    /// Where the answer goes through: the appending runtime's relay.
+    relay: Option<Arc<Relay>>,
 }
 
 /// What the writer and the copiers share.
@@ -350,10 +355,11 @@ impl AuditJournal {
     pub async fn append(&self, record: AuditRecord) -> Result<(), JournalError> {
         let entry = JournalEntry::from(record);
         let (done, wait) = oneshot::channel();
+        let relay = relay::here();
         {
             let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
             let tx = jobs.as_ref().ok_or(JournalError::Unavailable)?;
-            tx.send(Job { entry, done })
+            tx.send(Job { entry, done, relay })
                 .map_err(|_| JournalError::Unavailable)?;
         }
         wait.await.unwrap_or(Err(JournalError::Unavailable))
@@ -1028,7 +1034,7 @@ impl Writer {
                 end,
                 entry: job.entry,
             });
-            accepted.push(job.done);
+            accepted.push((job.done, job.relay));
             cur = end;
             jseq += 1;
         }
@@ -1066,9 +1072,7 @@ impl Writer {
                 if wake {
                     self.shared.copy_soon.notify_one();
                 }
-                for done in accepted {
-                    let _ = done.send(Ok(()));
-                }
+                relay::answer_all(accepted, &Ok(()));
             }
             Err(e) => {
                 // After a failed write or flush the file's state is
@@ -1079,10 +1083,7 @@ impl Writer {
                     entries = accepted.len(),
                     "audit journal write failed; the journal is closed until the next start"
                 );
-                let err = JournalError::Io(e.to_string());
-                for done in accepted {
-                    let _ = done.send(Err(err.clone()));
-                }
+                relay::answer_all(accepted, &Err(JournalError::Io(e.to_string())));
             }
         }
     }
