@@ -185,6 +185,12 @@ impl H1Scanner {
         }
     }
 
+    /// Whether part of a request head has arrived and the rest has not:
+    /// the time that takes is what `header_read_timeout` bounds.
+    pub fn in_head(&self) -> bool {
+        matches!(&self.state, ScanState::Head(buf) if !buf.is_empty())
+    }
+
     /// Feeds bytes read from the client. Returns the reason of the first
     /// violation, once; later calls return `Ok` and scan nothing.
     pub fn feed(&mut self, mut bytes: &[u8]) -> Result<(), &'static str> {
@@ -529,6 +535,20 @@ GET /d HTTP/1.1\r\nHost: h\r\n\r\n";
         // its own head once the declared body ends.
         let smuggle = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\nGET /x HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
         assert_eq!(scan(smuggle), Err("duplicate_content_length"));
+    }
+
+    #[test]
+    fn scanner_knows_when_a_head_is_partly_in() {
+        let mut s = H1Scanner::new(16 * 1024, 100);
+        assert!(!s.in_head(), "nothing sent yet");
+        s.feed(b"POST / HTTP/1.1\r\nHost: h\r\n").expect("scan");
+        assert!(s.in_head());
+        s.feed(b"Content-Length: 3\r\n\r\nab").expect("scan");
+        assert!(!s.in_head(), "in the body");
+        s.feed(b"cGE").expect("scan");
+        assert!(s.in_head(), "the next head began");
+        s.feed(b"T / HTTP/1.1\r\nHost: h\r\n\r\n").expect("scan");
+        assert!(!s.in_head(), "between requests");
     }
 
     #[test]

@@ -40,27 +40,58 @@ impl Handler {
     }
 }
 
-/// The last time bytes moved on a connection, in milliseconds since `base`.
+/// The last time bytes moved on a connection, and since when a request
+/// head has been arriving, in milliseconds since `base`.
 struct Activity {
     base: Instant,
     last_ms: AtomicU64,
+    /// [`NO_HEAD`], or when the head now arriving began (the connection's
+    /// start for its first request).
+    head_since_ms: AtomicU64,
 }
 
+/// No request head is arriving: a request is being served, or the
+/// connection waits, idle, for the next.
+const NO_HEAD: u64 = u64::MAX;
+
 impl Activity {
+    /// A new connection: its first head is due from now.
     fn new() -> Self {
         Activity {
             base: Instant::now(),
             last_ms: AtomicU64::new(0),
+            head_since_ms: AtomicU64::new(0),
         }
     }
 
+    fn now_ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
+    }
+
     fn touch(&self) {
-        let ms = self.base.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
     fn idle_deadline(&self, idle: Duration) -> Instant {
         self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle
+    }
+
+    /// After a read: whether a head is still incomplete.
+    fn head(&self, arriving: bool) {
+        let since = self.head_since_ms.load(Ordering::Relaxed);
+        if !arriving && since != NO_HEAD {
+            self.head_since_ms.store(NO_HEAD, Ordering::Relaxed);
+        } else if arriving && since == NO_HEAD {
+            self.head_since_ms.store(self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// When the head now arriving must be complete, if one is.
+    fn head_deadline(&self, limit: Duration) -> Option<Instant> {
+        match self.head_since_ms.load(Ordering::Relaxed) {
+            NO_HEAD => None,
+            ms => Some(self.base + Duration::from_millis(ms) + limit),
+        }
     }
 }
 
@@ -91,6 +122,7 @@ impl<T: AsyncRead> AsyncRead for ActivityIo<T> {
                 if let Err(reason) = scanner.feed(&buf.filled()[before..]) {
                     let _ = this.info.framing_violation.set(reason);
                 }
+                this.activity.head(scanner.in_head());
             }
         }
         r
@@ -170,37 +202,58 @@ pub async fn serve_http<I>(
             .max_concurrent_streams(100)
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(20));
+        let timers = Timers {
+            idle: limits.idle_timeout,
+            head: None,
+        };
         drive(
             b.serve_connection(io, svc),
             &info,
             activity,
-            limits.idle_timeout,
+            timers,
             shutdown,
         )
         .await;
     } else {
+        // The head's time limit is kept here, not by hyper: hyper's timer
+        // also runs while a kept-alive connection waits for its next
+        // request (so no idle_timeout above it could take effect), and it
+        // arms a timer per request, each of which woke this thread's event
+        // loop through its driver.
         let mut b = hyper::server::conn::http1::Builder::new();
-        b.timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
+        b.header_read_timeout(None)
             .max_buf_size(limits.max_header_bytes.max(8192))
             .max_headers(limits.max_headers)
             .keep_alive(true);
+        let timers = Timers {
+            idle: limits.idle_timeout,
+            head: Some(limits.header_read_timeout),
+        };
         drive(
             b.serve_connection(io, svc),
             &info,
             activity,
-            limits.idle_timeout,
+            timers,
             shutdown,
         )
         .await;
     }
 }
 
+/// A connection's time limits.
+struct Timers {
+    /// No bytes either way for this long: closed gracefully.
+    idle: Duration,
+    /// A request head (HTTP/1) not complete this long after it began, or
+    /// the first one this long after the connection opened: closed at once.
+    head: Option<Duration>,
+}
+
 async fn drive<C>(
     conn: C,
     info: &ConnInfo,
     activity: Arc<Activity>,
-    idle: Duration,
+    timers: Timers,
     mut shutdown: watch::Receiver<bool>,
 ) where
     C: GracefulConnection<Error = hyper::Error>,
@@ -208,7 +261,14 @@ async fn drive<C>(
     tokio::pin!(conn);
     let mut closing = false;
     loop {
-        let deadline = activity.idle_deadline(idle);
+        let now = Instant::now();
+        // A head that begins while this sleeps is looked at within the
+        // head's limit, and then woken for at its own deadline.
+        let head = timers
+            .head
+            .map(|limit| activity.head_deadline(limit).unwrap_or(now + limit));
+        let idle = (!closing).then(|| activity.idle_deadline(timers.idle));
+        let deadline = head.into_iter().chain(idle).min();
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -220,8 +280,17 @@ async fn drive<C>(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            _ = tokio::time::sleep_until(deadline), if !closing => {
-                if activity.idle_deadline(idle) <= Instant::now() {
+            _ = tokio::time::sleep_until(deadline.unwrap_or(now)), if deadline.is_some() => {
+                let now = Instant::now();
+                let late_head = timers
+                    .head
+                    .and_then(|limit| activity.head_deadline(limit))
+                    .is_some_and(|d| d <= now);
+                if late_head {
+                    tracing::debug!(client.addr = %info.client, listener = info.listener, "closing a connection whose request head did not arrive in time");
+                    return;
+                }
+                if !closing && activity.idle_deadline(timers.idle) <= now {
                     tracing::debug!(client.addr = %info.client, listener = info.listener, "closing idle connection");
                     conn.as_mut().graceful_shutdown();
                     closing = true;

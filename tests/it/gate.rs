@@ -242,6 +242,11 @@ impl Gate {
         raw_tls(self.public, &self.ca.cert_pem(), sni, request, wait).await
     }
 
+    /// A TLS connection to the public listener by `sni`.
+    pub async fn tls(&self, sni: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
+        connect_tls(self.public, &self.ca.cert_pem(), sni).await
+    }
+
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
@@ -274,10 +279,7 @@ pub async fn raw_tls(
     request: &[u8],
     wait: Duration,
 ) -> (String, Vec<CertificateDer<'static>>) {
-    let connector = tokio_rustls::TlsConnector::from(client_tls(ca_pem));
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let name = ServerName::try_from(sni.to_owned()).unwrap();
-    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    let mut tls = connect_tls(addr, ca_pem, sni).await;
     let certs = tls
         .get_ref()
         .1
@@ -288,6 +290,18 @@ pub async fn raw_tls(
     let mut out = Vec::new();
     let _ = tokio::time::timeout(wait, tls.read_to_end(&mut out)).await;
     (String::from_utf8_lossy(&out).into_owned(), certs)
+}
+
+/// A TLS connection to `addr` by `sni`, trusting `ca_pem`.
+async fn connect_tls(
+    addr: SocketAddr,
+    ca_pem: &str,
+    sni: &str,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let connector = tokio_rustls::TlsConnector::from(client_tls(ca_pem));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from(sni.to_owned()).unwrap();
+    connector.connect(name, tcp).await.expect("TLS handshake")
 }
 
 /// The value of a Prometheus sample whose line starts with `prefix`, or 0.

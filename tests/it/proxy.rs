@@ -534,6 +534,81 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
     gate.stop().await;
 }
 
+/// Reads one response head (a response to HEAD has nothing after it);
+/// what came if the connection closed first.
+async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_waits_for_the_idle_timeout_not_the_head_timeout() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let up = Upstream::start().await;
+    let mut opts = GateOptions::new(up.base());
+    // header_read_timeout is 2 s in the test configuration.
+    opts.public_limits = "idle_timeout = \"4s\"".into();
+    let gate = Gate::start(opts).await;
+    let mut tls = gate.tls(FQDN).await;
+    let head = format!("HEAD /api/symptom/codes HTTP/1.1\r\nHost: {FQDN}\r\n\r\n");
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let first = read_head(&mut tls).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    // Idle for longer than the head may take: the connection stays.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let second = read_head(&mut tls).await;
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    // Then it idles out, about 4 s after the second answer.
+    let start = Instant::now();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut rest)).await;
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(3500) && took < Duration::from_millis(6000),
+        "{took:?}"
+    );
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_starts_a_second_head_and_stalls_is_cut_off() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let up = Upstream::start().await;
+    let mut opts = GateOptions::new(up.base());
+    opts.public_limits = "idle_timeout = \"30s\"".into();
+    let gate = Gate::start(opts).await;
+    let mut tls = gate.tls(FQDN).await;
+    let head = format!("HEAD /api/symptom/codes HTTP/1.1\r\nHost: {FQDN}\r\n\r\n");
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let first = read_head(&mut tls).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    // Part of a second head, then nothing: cut off after the head's 2 s,
+    // long before the 30 s idle timeout.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tls.write_all(format!("GET / HTTP/1.1\r\nHost: {FQDN}\r\nX-Slow: ").as_bytes())
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut rest)).await;
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(1800) && took < Duration::from_millis(4500),
+        "{took:?}"
+    );
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    gate.stop().await;
+}
+
 #[tokio::test]
 async fn a_client_that_never_finishes_its_head_is_cut_off() {
     let up = Upstream::start().await;
