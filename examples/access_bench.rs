@@ -84,7 +84,7 @@ struct Args {
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
     /// Keep-alive connections of the saturated mode.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 32)]
     conns: usize,
     /// Requests per second of the fixed-rate mode.
     #[arg(long, default_value_t = 1000)]
