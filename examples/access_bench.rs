@@ -334,6 +334,9 @@ struct Snap {
     /// Of those, how many took more than 1.6 ms and more than 12.8 ms
     /// (from the duration histogram's buckets).
     audit_slow: (f64, f64),
+    /// Site one's `mdgate_audit_journal_pending`: entries durable in the
+    /// journal, not yet copied into the chained log.
+    journal_pending: f64,
 }
 
 impl Probe {
@@ -350,6 +353,7 @@ impl Probe {
             fed_conns: federation_connections(&self.metrics_one),
             audit: audit_commits(&self.metrics_one),
             audit_slow: audit_slow_commits(&self.metrics_one),
+            journal_pending: metric_value(&self.metrics_one, "mdgate_audit_journal_pending"),
         }
     }
 
@@ -397,6 +401,19 @@ fn audit_slow_commits(metrics: &mdgate::admin::Metrics) -> (f64, f64) {
     (count - fast, count - medium)
 }
 
+/// The value of an unlabelled sample of site one's metrics (0 if absent).
+fn metric_value(metrics: &mdgate::admin::Metrics, name: &str) -> f64 {
+    sample(&metrics.encode(), name)
+}
+
+/// The value of the unlabelled sample `name` in exposition `text` (0 if
+/// absent).
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
 /// `mdgate_connections_total{listener="federation"}` of site one.
 fn federation_connections(metrics: &mdgate::admin::Metrics) -> u64 {
     metrics
@@ -412,15 +429,10 @@ fn federation_connections(metrics: &mdgate::admin::Metrics) -> u64 {
 /// `mdgate_audit_commit_duration_seconds` sum.
 fn audit_commits(metrics: &mdgate::admin::Metrics) -> (f64, f64, f64) {
     let text = metrics.encode();
-    let value = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
     (
-        value("mdgate_audit_group_entries_count"),
-        value("mdgate_audit_group_entries_sum"),
-        value("mdgate_audit_commit_duration_seconds_sum"),
+        sample(&text, "mdgate_audit_group_entries_count"),
+        sample(&text, "mdgate_audit_group_entries_sum"),
+        sample(&text, "mdgate_audit_commit_duration_seconds_sum"),
     )
 }
 
@@ -1195,6 +1207,9 @@ struct Phase {
     /// Group commits over 1.6 ms and over 12.8 ms in the window: the
     /// disk's slow flushes, which every request queued behind waits for.
     audit_slow_commits: (f64, f64),
+    /// Entries waiting in site one's journal for the copier at the
+    /// window's end: whether the copier keeps up with the load.
+    journal_backlog_at_end: f64,
 }
 
 struct PhaseSpec {
@@ -2310,6 +2325,7 @@ fn make_phase(
             b.audit_slow.0 - a.audit_slow.0,
             b.audit_slow.1 - a.audit_slow.1,
         ),
+        journal_backlog_at_end: b.journal_pending,
         cpu,
         cpu_us_per_req,
     }
@@ -2629,7 +2645,7 @@ fn markdown(r: &Report) -> String {
             let med = |f: &dyn Fn(&Phase) -> f64| median(auth.iter().map(|p| f(p)).collect());
             let _ = writeln!(
                 s,
-                "\nauthorized: site one's audit group commits (mdgate's metrics): {:.0} per s, {:.2} entries each, {:.0} µs each to durable; over 1.6 ms: {:.0}, over 12.8 ms: {:.0} per phase (by round: {})",
+                "\nauthorized: site one's audit group commits (mdgate's metrics): {:.0} per s, {:.2} entries each, {:.0} µs each to durable; over 1.6 ms: {:.0}, over 12.8 ms: {:.0} per phase (by round: {}); entries waiting in the journal for the copier at the phase's end (by round): {}",
                 med(&|p| p.audit_commits / window_seconds(p)),
                 med(&|p| p.audit_entries_per_commit),
                 med(&|p| p.audit_commit_us),
@@ -2637,6 +2653,10 @@ fn markdown(r: &Report) -> String {
                 med(&|p| p.audit_slow_commits.1),
                 auth.iter()
                     .map(|p| format!("{:.0}/{:.0}", p.audit_slow_commits.0, p.audit_slow_commits.1))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                auth.iter()
+                    .map(|p| format!("{:.0}", p.journal_backlog_at_end))
                     .collect::<Vec<_>>()
                     .join(", ")
             );

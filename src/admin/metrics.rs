@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::{Mutex, PoisonError};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -78,7 +79,13 @@ pub struct Metrics {
     audit_group_entries: Histogram,
     audit_commit_duration: Histogram,
     audit_write_failures: Counter,
+    audit_journal_pending: Gauge,
+    /// Reads the journal's backlog when the metrics are encoded.
+    journal_probe: Mutex<Option<JournalProbe>>,
 }
+
+/// How many audit entries wait in the journal to be copied.
+pub type JournalProbe = Box<dyn Fn() -> usize + Send + Sync>;
 
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~26 s in factors of 2.
@@ -112,6 +119,7 @@ impl Metrics {
         let audit_group_entries = Histogram::new(exponential_buckets(1.0, 2.0, 10));
         let audit_commit_duration = latency_histogram();
         let audit_write_failures = Counter::default();
+        let audit_journal_pending = Gauge::default();
         registry.register(
             "requests",
             "Requests answered, by listener, route class and status",
@@ -188,6 +196,12 @@ impl Metrics {
             "Group commits of audit entries that failed (their requests were answered 500)",
             audit_write_failures.clone(),
         );
+        registry.register(
+            "audit_journal_pending",
+            "Audit entries durable in the journal and not yet copied into the hash-chained log \
+             (a backlog that keeps growing means the copier cannot write to the database)",
+            audit_journal_pending.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -205,7 +219,18 @@ impl Metrics {
             audit_group_entries,
             audit_commit_duration,
             audit_write_failures,
+            audit_journal_pending,
+            journal_probe: Mutex::new(None),
         }
+    }
+
+    /// Reports the audit journal's backlog through `probe`, read at each
+    /// scrape.
+    pub fn watch_audit_journal(&self, probe: JournalProbe) {
+        *self
+            .journal_probe
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(probe);
     }
 
     /// One group commit of the data path's audit entries.
@@ -310,6 +335,15 @@ impl Metrics {
 
     /// The text exposition of every metric.
     pub fn encode(&self) -> String {
+        if let Some(probe) = self
+            .journal_probe
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            self.audit_journal_pending
+                .set(i64::try_from(probe()).unwrap_or(i64::MAX));
+        }
         let mut out = String::with_capacity(8 * 1024);
         // Writing into a String cannot fail; an error here would only come
         // from a formatting bug, which we surface as a truncated page.

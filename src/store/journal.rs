@@ -370,6 +370,14 @@ impl AuditJournal {
         self.shared.usable.load(Ordering::Acquire)
     }
 
+    /// A probe of how many entries are durable here and not yet copied
+    /// into the log, for the metrics; it keeps no hold on the journal (0
+    /// once it is gone).
+    pub fn pending_probe(&self) -> impl Fn() -> usize + Send + Sync + 'static {
+        let shared = Arc::downgrade(&self.shared);
+        move || shared.upgrade().map_or(0, |s| s.pending_len())
+    }
+
     /// Calls `observer` after each group: how many entries, the seconds
     /// from the group's start until it was durable, and whether it was.
     pub fn set_observer(&self, observer: Observer) {

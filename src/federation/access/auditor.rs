@@ -63,6 +63,7 @@ impl Auditor {
     /// `mdgate_audit_write_failures`).
     pub fn start(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Auditor {
         if let Some(journal) = store.audit_journal() {
+            metrics.watch_audit_journal(Box::new(journal.pending_probe()));
             let metrics = metrics.clone();
             journal.set_observer(Box::new(move |entries, seconds, ok| {
                 metrics.audit_commit(entries, seconds, ok)
@@ -223,6 +224,14 @@ mod tests {
             .expect("one chain");
         assert_eq!(checked.entries, 100);
         assert_counted(&metrics, 100);
+        // Reading the log copied everything: no backlog left.
+        assert!(
+            metrics
+                .encode()
+                .contains("mdgate_audit_journal_pending 0\n"),
+            "{}",
+            metrics.encode()
+        );
         rt.block_on(store.close()).expect("close");
     }
 
