@@ -352,10 +352,16 @@ async fn large_audit_groups_stay_one_chain() {
     let several: Vec<_> = (513..1113).map(|n| audit(n, None)).collect();
     let written = store.append_audit_batch(several).await.unwrap();
     assert_eq!((written[0].seq, written[599].seq), (514, 1113));
+    // 77 = 64 + 8 + 5 × 1: every statement size in one transaction.
+    let odd: Vec<_> = (1113..1190).map(|n| audit(n, None)).collect();
+    let written = store.append_audit_batch(odd).await.unwrap();
+    assert_eq!((written[0].seq, written[76].seq), (1114, 1190));
+    let stored = store.audit_entries(1114, 100).await.unwrap();
+    assert_eq!(stored, written, "stored in order, as reported");
     let checked = store.verify_audit(None).await.unwrap().unwrap();
     assert_eq!(
         (checked.entries, checked.last_hash),
-        (1113, written[599].hash)
+        (1190, written[76].hash)
     );
 }
 
