@@ -549,29 +549,52 @@ async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
-#[tokio::test]
-async fn a_kept_alive_connection_waits_for_the_idle_timeout_not_the_head_timeout() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+/// A gate with `idle_timeout` (its head timeout is the test
+/// configuration's 2 s) and a TLS connection to it that has had one
+/// answer (to `HEAD`, so nothing follows the head).
+async fn kept_alive(
+    idle_timeout: &str,
+) -> (
+    Upstream,
+    Gate,
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) {
+    use tokio::io::AsyncWriteExt as _;
     let up = Upstream::start().await;
     let mut opts = GateOptions::new(up.base());
-    // header_read_timeout is 2 s in the test configuration.
-    opts.public_limits = "idle_timeout = \"4s\"".into();
+    opts.public_limits = format!("idle_timeout = \"{idle_timeout}\"");
     let gate = Gate::start(opts).await;
     let mut tls = gate.tls(FQDN).await;
-    let head = format!("HEAD /api/symptom/codes HTTP/1.1\r\nHost: {FQDN}\r\n\r\n");
-    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(probe_head().as_bytes()).await.unwrap();
     let first = read_head(&mut tls).await;
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
-    // Idle for longer than the head may take: the connection stays.
+    (up, gate, tls)
+}
+
+fn probe_head() -> String {
+    format!("HEAD /api/symptom/codes HTTP/1.1\r\nHost: {FQDN}\r\n\r\n")
+}
+
+/// How long until the server closes `s`, and what it sent before.
+async fn until_closed<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> (Duration, Vec<u8>) {
+    use tokio::io::AsyncReadExt as _;
+    let start = Instant::now();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    (start.elapsed(), rest)
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_waits_for_the_idle_timeout_not_the_head_timeout() {
+    use tokio::io::AsyncWriteExt as _;
+    let (_up, gate, mut tls) = kept_alive("4s").await;
+    // Idle for longer than a head may take (2 s): the connection stays.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(probe_head().as_bytes()).await.unwrap();
     let second = read_head(&mut tls).await;
     assert!(second.starts_with("HTTP/1.1 200"), "{second}");
     // Then it idles out, about 4 s after the second answer.
-    let start = Instant::now();
-    let mut rest = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut rest)).await;
-    let took = start.elapsed();
+    let (took, _) = until_closed(&mut tls).await;
     assert!(
         took >= Duration::from_millis(3500) && took < Duration::from_millis(6000),
         "{took:?}"
@@ -581,26 +604,15 @@ async fn a_kept_alive_connection_waits_for_the_idle_timeout_not_the_head_timeout
 
 #[tokio::test]
 async fn a_client_that_starts_a_second_head_and_stalls_is_cut_off() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let up = Upstream::start().await;
-    let mut opts = GateOptions::new(up.base());
-    opts.public_limits = "idle_timeout = \"30s\"".into();
-    let gate = Gate::start(opts).await;
-    let mut tls = gate.tls(FQDN).await;
-    let head = format!("HEAD /api/symptom/codes HTTP/1.1\r\nHost: {FQDN}\r\n\r\n");
-    tls.write_all(head.as_bytes()).await.unwrap();
-    let first = read_head(&mut tls).await;
-    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    use tokio::io::AsyncWriteExt as _;
+    let (_up, gate, mut tls) = kept_alive("30s").await;
     // Part of a second head, then nothing: cut off after the head's 2 s,
     // long before the 30 s idle timeout.
     tokio::time::sleep(Duration::from_millis(500)).await;
     tls.write_all(format!("GET / HTTP/1.1\r\nHost: {FQDN}\r\nX-Slow: ").as_bytes())
         .await
         .unwrap();
-    let start = Instant::now();
-    let mut rest = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut rest)).await;
-    let took = start.elapsed();
+    let (took, rest) = until_closed(&mut tls).await;
     assert!(
         took >= Duration::from_millis(1800) && took < Duration::from_millis(4500),
         "{took:?}"
