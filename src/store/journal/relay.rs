@@ -6,8 +6,8 @@
 //! woken from outside through its driver: one `eventfd` write per entry,
 //! and as many extra turns of the worker's event loop (measured at 32
 //! connections: 0.94 writes per read from the journal's thread, and 0.62
-//! `epoll_wait` calls per read on the worker against 0.11 without the
-//! journal).
+//! `epoll_wait` calls per read on the worker against 0.11 in
+//! pass-through; with the relay, 0.03 and 0.18).
 //!
 //! A relay is a task on the appending thread's runtime. The writer hands
 //! it the answers of all its requests in a group and wakes it once; the
