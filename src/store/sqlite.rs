@@ -1172,9 +1172,9 @@ struct AuditRow<'a> {
 /// copier about a fifth of its CPU in reallocations.)
 const AUDIT_INSERT_SIZES: [usize; 4] = [AUDIT_ROWS_PER_INSERT, 64, 8, 1];
 
-/// `INSERT INTO audit_log (columns) VALUES (?, …), …` for `rows` rows, one
-/// of [`AUDIT_INSERT_SIZES`].
-fn audit_insert_sql(rows: usize) -> &'static str {
+/// `INSERT INTO audit_log (columns) VALUES (?, …), …` for
+/// `AUDIT_INSERT_SIZES[size]` rows.
+fn audit_insert_sql(size: usize) -> &'static str {
     static TEXTS: OnceLock<Vec<String>> = OnceLock::new();
     let texts = TEXTS.get_or_init(|| {
         AUDIT_INSERT_SIZES
@@ -1197,11 +1197,7 @@ fn audit_insert_sql(rows: usize) -> &'static str {
             })
             .collect()
     });
-    let i = AUDIT_INSERT_SIZES
-        .iter()
-        .position(|&n| n == rows)
-        .unwrap_or(AUDIT_INSERT_SIZES.len() - 1);
-    &texts[i]
+    &texts[size]
 }
 
 /// Inserts `rows`, in order, in statements of [`AUDIT_INSERT_SIZES`].
@@ -1211,17 +1207,17 @@ async fn insert_audit_rows(
 ) -> Result<(), StoreError> {
     let encode = |e| StoreError::from(sqlx::Error::Encode(e));
     let mut rest = rows;
-    while !rest.is_empty() {
-        // The largest size that the rows left fill.
-        let size = AUDIT_INSERT_SIZES
-            .iter()
-            .copied()
-            .find(|&n| n <= rest.len())
-            .unwrap_or(1);
-        let (chunk, after) = rest.split_at(size);
+    // The largest size that the rows left fill; none once they are all in
+    // (every size is at least 1).
+    while let Some((size, &n)) = AUDIT_INSERT_SIZES
+        .iter()
+        .enumerate()
+        .find(|&(_, &n)| n <= rest.len())
+    {
+        let (chunk, after) = rest.split_at(n);
         rest = after;
         let mut args = SqliteArguments::default();
-        args.reserve(size * 8, 0);
+        args.reserve(n * 8, 0);
         for row in chunk {
             args.add(row.seq).map_err(encode)?;
             args.add(row.at).map_err(encode)?;
