@@ -31,7 +31,13 @@
 #                 a temporary directory under $TMPDIR (ext4 here). Pointing it
 #                 at /dev/shm shows what the audit's fsync costs.
 #   PERF=1        also profile the server core (perf record -C SERVER_CPU)
-#                 during one extra saturated `authorized` phase
+#                 during one extra saturated phase each of `passthrough`
+#                 and `authorized` (perf-<target>.data and summaries);
+#                 PERF_FREQ=499 samples per second; PERF=flat records
+#                 no call graphs (cheaper: the load core stays unsaturated);
+#                 PERF_EVENTS=a,b records those events instead of CPU time
+#                 (e.g. uprobes on libc's malloc and free, to count
+#                 allocations per request by thread)
 #   SKIP_BUILD=1  use the existing release build
 #   OUT=bench-out/access-<date>
 #
@@ -102,20 +108,26 @@ args=(--out "$OUT" --work "$STORE_DIR" --nginx "${NGINX:-/usr/sbin/nginx}"
       --rate-conns "$RATE_CONNS" --rounds "$ROUNDS" --targets "$TARGETS" --modes "$MODES"
       --load-cpu "$LOAD_CPU" --server-cpu "$SERVER_CPU" --foreign-max "$FOREIGN_MAX"
       --retries "$RETRIES" --quiet-max "$QUIET_MAX" --quiet-busy "$QUIET_BUSY")
-[ -n "${PERF:-}" ] && args+=(--perf-cpu "$SERVER_CPU")
+[ -n "${PERF:-}" ] && args+=(--perf-cpu "$SERVER_CPU" --perf-freq "${PERF_FREQ:-499}")
+[ "${PERF:-}" = flat ] && args+=(--perf-flat)
+[ -n "${PERF:-}" ] && [ -n "${PERF_EVENTS:-}" ] && args+=(--perf-events "$PERF_EVENTS")
 [ "${PLAIN_PUBLIC:-0}" != 0 ] && args+=(--plain-public)
 # The driver pins its own threads (see the module docs of access_bench.rs).
 "$BIN" "${args[@]}" &
 bench_pid=$!
 wait "$bench_pid"
 bench_pid=""
-if [ -n "${PERF:-}" ] && [ -f "$OUT/perf.data" ]; then
-    log "perf summaries in $OUT/perf-*.txt"
-    perf report -i "$OUT/perf.data" --no-children --sort comm --stdio 2>/dev/null \
-        | grep -v '^#' | grep -v '^$' > "$OUT/perf-by-thread.txt" || true
-    perf report -i "$OUT/perf.data" --no-children --sort comm,dso --stdio 2>/dev/null \
-        | grep -v '^#' | grep -v '^$' | head -40 > "$OUT/perf-by-dso.txt" || true
-    perf report -i "$OUT/perf.data" --children --sort symbol --stdio -g none --percent-limit 0.5 2>/dev/null \
-        | grep -v '^$' | head -150 > "$OUT/perf-inclusive.txt" || true
+if [ -n "${PERF:-}" ]; then
+    for t in passthrough authorized; do
+        data="$OUT/perf-$t.data"
+        [ -f "$data" ] || continue
+        log "perf summaries of $t in $OUT/perf-$t-*.txt"
+        perf report -i "$data" --no-children --sort comm --stdio 2>/dev/null \
+            | grep -v '^#' | grep -v '^$' > "$OUT/perf-$t-by-thread.txt" || true
+        perf report -i "$data" --no-children --sort comm,dso --stdio 2>/dev/null \
+            | grep -v '^#' | grep -v '^$' | head -40 > "$OUT/perf-$t-by-dso.txt" || true
+        perf report -i "$data" --children --sort symbol --stdio -g none --percent-limit 0.5 2>/dev/null \
+            | grep -v '^$' | head -150 > "$OUT/perf-$t-inclusive.txt" || true
+    done
 fi
 log "results: $OUT/results.md, $OUT/results.json, $OUT/machine.txt"

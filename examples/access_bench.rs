@@ -130,9 +130,23 @@ struct Args {
     #[arg(long, default_value_t = 2000)]
     audit_appends: usize,
     /// Profile this core with `perf record` during one extra saturated
-    /// `authorized` phase after the rounds (perf.data in --out).
+    /// phase of `passthrough` and of `authorized` after the rounds
+    /// (perf-<target>.data in --out).
     #[arg(long)]
     perf_cpu: Option<usize>,
+    /// Samples per second of `perf record` (with --perf-cpu).
+    #[arg(long, default_value_t = 499)]
+    perf_freq: u32,
+    /// Record no call graphs (--perf-cpu): cheap enough that perf, on the
+    /// load core, does not slow the load generator down.
+    #[arg(long)]
+    perf_flat: bool,
+    /// Events to record instead of perf's default (--perf-cpu), comma
+    /// separated: for example `probe_libc:malloc,probe_libc:free` after
+    /// `perf probe -x <libc> -a malloc -a free`, to count allocations by
+    /// thread.
+    #[arg(long)]
+    perf_events: Option<String>,
     /// Serve site one's public listener over plain HTTP (as behind a
     /// TLS-terminating proxy) instead of TLS: `passthrough` then pays for
     /// no TLS at all, while `authorized` pays for the federation
@@ -2187,21 +2201,32 @@ async fn load_phases(
             }
         }
     }
-    if let (Some(cpu), Some(ep)) = (
-        args.perf_cpu,
-        eps.iter().find(|e| e.target == Target::Authorized),
-    ) {
-        let (out, _, _) = profile_phase(
-            args,
-            cpu,
-            Arc::new(ep.clone()),
-            &spec,
-            &probe,
-            expect.clone(),
-        )
-        .await?;
-        authorized_ok += out.ok_all;
-        eprintln!("[access_bench] perf phase: {} requests recorded", out.ok);
+    if let Some(cpu) = args.perf_cpu {
+        // Pass-through too, so that the two profiles can be compared per
+        // request.
+        for target in [Target::Passthrough, Target::Authorized] {
+            let Some(ep) = eps.iter().find(|e| e.target == target) else {
+                continue;
+            };
+            let (out, _, _) = profile_phase(
+                args,
+                cpu,
+                Arc::new(ep.clone()),
+                &spec,
+                &probe,
+                expect.clone(),
+            )
+            .await?;
+            if target == Target::Authorized {
+                authorized_ok += out.ok_all;
+            }
+            eprintln!(
+                "[access_bench] perf phase {}: {} requests recorded in perf-{}.data",
+                target.name(),
+                out.ok,
+                target.name()
+            );
+        }
     }
     let seq_after = audit_seq(&*info.one_store).await?;
     report.setup = Some(SetupReport {
@@ -2241,8 +2266,20 @@ async fn profile_phase(
     probe: &Probe,
     expect: Bytes,
 ) -> Result<(WorkerOut, Snap, Snap)> {
-    let out = args.out.join("perf.data");
+    let out = args.out.join(format!("perf-{}.data", ep.target.name()));
     let (warmup, duration, load_cpu) = (spec.warmup, spec.duration, args.load_cpu);
+    let freq = args.perf_freq;
+    let events: Vec<String> = args
+        .perf_events
+        .iter()
+        .flat_map(|e| e.split(','))
+        .flat_map(|e| ["-e".to_owned(), e.to_owned()])
+        .collect();
+    let graph: &[&str] = if args.perf_flat {
+        &[]
+    } else {
+        &["--call-graph", "dwarf,8192"]
+    };
     let perf = tokio::spawn(async move {
         tokio::time::sleep(warmup).await;
         let status = tokio::process::Command::new("taskset")
@@ -2252,10 +2289,16 @@ async fn profile_phase(
                 "perf",
                 "record",
                 "-q",
-                "-F",
-                "499",
             ])
-            .args(["--call-graph", "dwarf,8192", "-C", &cpu.to_string(), "-o"])
+            // Every event of those asked for; CPU time sampled at `freq`.
+            .args(if events.is_empty() {
+                ["-F".to_owned(), freq.to_string()]
+            } else {
+                ["-c".to_owned(), "1".to_owned()]
+            })
+            .args(graph)
+            .args(&events)
+            .args(["-C", &cpu.to_string(), "-o"])
             .arg(&out)
             .args(["--", "sleep", &format!("{:.1}", duration.as_secs_f64())])
             .stdout(Stdio::null())
