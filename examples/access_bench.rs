@@ -2283,13 +2283,7 @@ async fn profile_phase(
     let perf = tokio::spawn(async move {
         tokio::time::sleep(warmup).await;
         let status = tokio::process::Command::new("taskset")
-            .args([
-                "-c",
-                &load_cpu.to_string(),
-                "perf",
-                "record",
-                "-q",
-            ])
+            .args(["-c", &load_cpu.to_string(), "perf", "record", "-q"])
             // Every event of those asked for; CPU time sampled at `freq`.
             .args(if events.is_empty() {
                 ["-F".to_owned(), freq.to_string()]

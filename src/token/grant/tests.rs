@@ -461,6 +461,42 @@ fn bearer_takes_exactly_one_token() {
 }
 
 #[test]
+fn bearer_accepts_exactly_the_b64token_characters() {
+    // RFC 6750 §2.1, checked byte by byte: ALPHA / DIGIT / "-" / "." / "_"
+    // / "~" / "+" / "/" anywhere, "=" only at the end; every other byte a
+    // header value can hold is refused.
+    for b in (0x21u8..=0x7e).chain(0x80..=0xff) {
+        let allowed = b.is_ascii_alphanumeric() || b"-._~+/".contains(&b);
+        let mut value = b"Bearer a".to_vec();
+        value.push(b);
+        value.push(b'a');
+        let mut map = HeaderMap::new();
+        map.insert(
+            AUTHORIZATION,
+            HeaderValue::from_bytes(&value).expect("a header value"),
+        );
+        match bearer(&map) {
+            Ok(Some(token)) => assert!(allowed, "byte {b:#04x} accepted in {token:?}"),
+            Ok(None) => panic!("byte {b:#04x}: no token seen"),
+            Err(e) => {
+                assert!(!allowed, "byte {b:#04x} refused: {e:?}");
+                let reason = e.reason();
+                assert!(
+                    reason == "authorization_malformed" || reason == "several_tokens",
+                    "byte {b:#04x}: {reason}"
+                );
+            }
+        }
+    }
+    // "=" is padding: at the end only.
+    assert_eq!(bearer(&headers(&["Bearer ab=="])), Ok(Some("ab==")));
+    assert_eq!(
+        bearer(&headers(&["Bearer a=b"])).map_err(|e| e.reason()),
+        Err("authorization_malformed")
+    );
+}
+
+#[test]
 fn cache_verifies_each_token_once() {
     let k = key("sig1");
     let v = verifier(&k);
