@@ -35,9 +35,10 @@
 #                 and `authorized` (perf-<target>.data and summaries);
 #                 PERF_FREQ=499 samples per second; PERF=flat records
 #                 no call graphs (cheaper: the load core stays unsaturated);
-#                 PERF_EVENTS=a,b records those events instead of CPU time
-#                 (e.g. uprobes on libc's malloc and free, to count
-#                 allocations per request by thread)
+#                 PERF_EVENTS=a,b records every one of those events instead
+#                 of CPU time (e.g. uprobes on libc's malloc and free, to
+#                 count allocations per request by thread; with PERF=flat,
+#                 as with call graphs perf loses events)
 #   SKIP_BUILD=1  use the existing release build
 #   OUT=bench-out/access-<date>
 #
