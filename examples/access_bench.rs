@@ -1406,9 +1406,15 @@ struct Checks {
     policy_decide: Timing,
     /// Everything `peer::data` does before the upstream call, in order.
     all_checks: Timing,
-    /// The audit record as `peer::data` builds it, then what the store
-    /// does before SQL: canonical JSON and the chain hash.
+    /// The audit record built from a `serde_json::Value`, then what the
+    /// store does before SQL: canonical JSON and the chain hash.
     audit_record_prep: Timing,
+    /// The worker's part of the audit entry, as `peer::data` made it until
+    /// 2026-12-08: the detail as a `Value`, then its canonical text.
+    audit_detail_value: Timing,
+    /// The same as `peer::data` makes it now: the canonical text written
+    /// directly (`chain::canonical_flat`).
+    audit_detail_flat: Timing,
     /// A cache miss: `verify_grant` (JWS parse, Ed25519, claims).
     full_verify_grant: Timing,
     /// Ed25519 alone (ring).
@@ -1592,6 +1598,37 @@ fn checks(iters: u64) -> Result<Checks> {
             },
         )
     });
+    let detail_value_t = time_it(iters / 4, batches, || {
+        let detail = serde_json::json!({"route": "vitals", "grant": grant_id,
+            "server": client, "status": 200});
+        mdgate::store::CanonicalRecord::from(AuditRecord {
+            at: millis(SystemTime::now()),
+            kind: "record.read".to_owned(),
+            actor: claims.actor.clone(),
+            patient: Some(fid),
+            detail,
+        })
+    });
+    let detail_flat_t = time_it(iters / 4, batches, || {
+        use mdgate::store::chain::{canonical_flat, Scalar};
+        let mut grant_text = Uuid::encode_buffer();
+        let detail = canonical_flat(&mut [
+            ("route", Scalar::Str("vitals")),
+            (
+                "grant",
+                Scalar::Str(grant_id.hyphenated().encode_lower(&mut grant_text)),
+            ),
+            ("server", Scalar::Str(client)),
+            ("status", Scalar::Int(200)),
+        ]);
+        mdgate::store::CanonicalRecord {
+            at: millis(SystemTime::now()),
+            kind: "record.read".to_owned(),
+            actor: claims.actor.clone(),
+            patient: Some(fid),
+            detail,
+        }
+    });
     let verifications_after = f.verifier.verifications();
     let vk = key.verifying_key().clone();
     let full_t = time_it(3000, batches, || {
@@ -1623,6 +1660,8 @@ fn checks(iters: u64) -> Result<Checks> {
         policy_decide: policy_t,
         all_checks: all_t,
         audit_record_prep: audit_t,
+        audit_detail_value: detail_value_t,
+        audit_detail_flat: detail_flat_t,
         full_verify_grant: full_t,
         ed25519_verify: ed_t,
         requests_checked: calls,
@@ -2533,6 +2572,14 @@ fn markdown(r: &Report) -> String {
             (
                 "audit record + canonical JSON + chain hash",
                 c.audit_record_prep,
+            ),
+            (
+                "the worker's audit entry, detail built as a Value (before)",
+                c.audit_detail_value,
+            ),
+            (
+                "the worker's audit entry, canonical detail written directly",
+                c.audit_detail_flat,
             ),
             ("full verify_grant (cache miss)", c.full_verify_grant),
             ("Ed25519 verify alone (ring)", c.ed25519_verify),

@@ -83,7 +83,7 @@ mod sqlite;
 
 pub use chain::{AuditBreak, AuditHead, AuditVerification, BreakReason};
 pub use error::{ConflictKind, StoreError};
-pub use journal::{AuditJournal, JournalError};
+pub use journal::{AuditJournal, CanonicalRecord, JournalError};
 pub use model::{
     AccessRequest, AuditEntry, AuditRecord, Effects, Grant, Invitation, KeyPurpose,
     MigrationReport, NewAccessRequest, NewOutboxMessage, NewOutgoingRequest, OutboxMessage,

@@ -178,6 +178,41 @@ pub fn canonical_json(v: &Value) -> String {
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
+/// A value of a flat detail object written by [`canonical_flat`].
+#[derive(Debug, Clone, Copy)]
+pub enum Scalar<'a> {
+    Str(&'a str),
+    Int(i64),
+}
+
+/// A flat JSON object of strings and integers, exactly as
+/// [`canonical_json`] writes the same object, without building a `Value`
+/// (its map, a `String` per key and per value) first: for details written
+/// on every request. Keys are sorted here; each must appear once.
+pub fn canonical_flat(fields: &mut [(&str, Scalar<'_>)]) -> String {
+    fields.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    debug_assert!(
+        fields.windows(2).all(|w| w[0].0 != w[1].0),
+        "a key appears twice"
+    );
+    let mut out = Vec::with_capacity(128);
+    out.push(b'{');
+    for (i, (key, value)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_plain(*key, &mut out);
+        out.push(b':');
+        match value {
+            Scalar::Str(s) => write_plain(*s, &mut out),
+            Scalar::Int(n) => write_plain(n, &mut out),
+        }
+    }
+    out.push(b'}');
+    // As in `canonical_json`: serde_json's output and ASCII punctuation.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 /// Writes a scalar or a string as `serde_json` does (straight into `out`,
 /// without building a `String` per value).
 fn write_plain<T: serde::Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
@@ -322,6 +357,7 @@ impl ChainVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn row(seq: i64, prev: [u8; 32], detail: &str) -> StoredRow {
@@ -454,6 +490,71 @@ mod tests {
             "\u{7f}key": "x", "": ""
         });
         assert_eq!(canonical_json(&v), reference(&v));
+    }
+
+    /// The data path's detail, written without a `Value`, is the very
+    /// text `canonical_json` writes for the same object: whatever the
+    /// strings hold, whatever order the fields come in.
+    #[test]
+    fn canonical_flat_is_canonical_json() {
+        let cases: &[(&str, &str, i64)] = &[
+            ("vitals", "server2.example", 200),
+            ("ctl \u{0}\u{1f}\t\n\"\\/", "é中😀\u{2028}\u{7f}", -1),
+            ("", "", i64::MIN),
+            ("a", "b", i64::MAX),
+        ];
+        for &(route, server, status) in cases {
+            let mut fields = [
+                ("status", Scalar::Int(status)),
+                ("server", Scalar::Str(server)),
+                ("route", Scalar::Str(route)),
+                ("grant", Scalar::Str("0b8f1d3e-5a57-4a39-9d3b-1f0c1a2b3c4d")),
+            ];
+            let want = canonical_json(&json!({
+                "route": route, "server": server, "status": status,
+                "grant": "0b8f1d3e-5a57-4a39-9d3b-1f0c1a2b3c4d",
+            }));
+            assert_eq!(canonical_flat(&mut fields), want);
+            fields.reverse();
+            assert_eq!(canonical_flat(&mut fields), want);
+        }
+        // Keys are sorted by their bytes, as `canonical_json` sorts them.
+        assert_eq!(
+            canonical_flat(&mut [
+                ("ä", Scalar::Int(1)),
+                ("a", Scalar::Int(2)),
+                ("A", Scalar::Int(3))
+            ]),
+            r#"{"A":3,"a":2,"ä":1}"#
+        );
+        assert_eq!(canonical_flat(&mut []), "{}");
+    }
+
+    proptest! {
+        #[test]
+        fn canonical_flat_matches_canonical_json_for_any_fields(
+            fields in prop::collection::btree_map(
+                ".{0,8}",
+                prop_oneof![
+                    any::<i64>().prop_map(Err::<String, i64>),
+                    ".{0,24}".prop_map(Ok::<String, i64>),
+                ],
+                0..6,
+            )
+        ) {
+            let value = Value::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), match v { Ok(s) => json!(s), Err(n) => json!(n) }))
+                    .collect(),
+            );
+            let mut flat: Vec<(&str, Scalar<'_>)> = fields
+                .iter()
+                .rev()
+                .map(|(k, v)| (k.as_str(), match v { Ok(s) => Scalar::Str(s), Err(n) => Scalar::Int(*n) }))
+                .collect();
+            prop_assert_eq!(canonical_flat(&mut flat), canonical_json(&value));
+        }
     }
 
     #[test]

@@ -120,10 +120,13 @@ pub(super) struct Checkpoint {
     pub next_pos: u64,
 }
 
-/// An entry as the journal keeps it: the record with its detail already
-/// in the canonical JSON text that the chain hashes.
+/// An audit record with its detail already in the canonical JSON text
+/// that the chain hashes ([`chain::canonical_json`]'s form): what the
+/// journal keeps. The data path writes its detail straight in that form
+/// ([`chain::canonical_flat`]) rather than building a `serde_json::Value`
+/// for every read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct JournalEntry {
+pub struct CanonicalRecord {
     pub at: i64,
     pub kind: String,
     pub actor: String,
@@ -131,9 +134,9 @@ pub(super) struct JournalEntry {
     pub detail: String,
 }
 
-impl From<AuditRecord> for JournalEntry {
+impl From<AuditRecord> for CanonicalRecord {
     fn from(r: AuditRecord) -> Self {
-        JournalEntry {
+        CanonicalRecord {
             detail: chain::canonical_json(&r.detail),
             at: r.at,
             kind: r.kind,
@@ -149,7 +152,7 @@ pub(super) struct Durable {
     pub jseq: u64,
     /// Logical position just past its frame.
     pub end: u64,
-    pub entry: JournalEntry,
+    pub entry: CanonicalRecord,
 }
 
 /// Why an append was not made durable.
@@ -173,7 +176,7 @@ pub enum JournalError {
 pub type Observer = Box<dyn Fn(usize, f64, bool) + Send + Sync>;
 
 struct Job {
-    entry: JournalEntry,
+    entry: CanonicalRecord,
     done: oneshot::Sender<Result<(), JournalError>>,
     /// Where the answer goes through: the appending runtime's relay.
     relay: Option<Arc<Relay>>,
@@ -352,8 +355,8 @@ impl AuditJournal {
     /// Appends `record`; returns once it is on stable storage. It joins
     /// the audit log's chain when copied, after every entry acknowledged
     /// before it.
-    pub async fn append(&self, record: AuditRecord) -> Result<(), JournalError> {
-        let entry = JournalEntry::from(record);
+    pub async fn append(&self, record: impl Into<CanonicalRecord>) -> Result<(), JournalError> {
+        let entry = record.into();
         let (done, wait) = oneshot::channel();
         let relay = relay::here();
         {
@@ -711,7 +714,7 @@ fn physical(pos: u64, span: u64) -> u64 {
     HEADER_LEN + pos % span
 }
 
-fn frame_len(e: &JournalEntry) -> usize {
+fn frame_len(e: &CanonicalRecord) -> usize {
     4 + 8
         + 8
         + 2
@@ -730,7 +733,7 @@ fn frame_check(id: &[u8; 16], len_and_body: &[u8]) -> [u8; CHECK_LEN] {
 }
 
 /// Appends `e`'s frame to `out`. The caller checked its size.
-fn encode(out: &mut Vec<u8>, id: &[u8; 16], jseq: u64, e: &JournalEntry) {
+fn encode(out: &mut Vec<u8>, id: &[u8; 16], jseq: u64, e: &CanonicalRecord) {
     let start = out.len();
     let body_len = frame_len(e) - 4 - CHECK_LEN;
     out.extend_from_slice(&(body_len as u32).to_be_bytes());
@@ -754,7 +757,7 @@ fn encode(out: &mut Vec<u8>, id: &[u8; 16], jseq: u64, e: &JournalEntry) {
 }
 
 /// Decodes a body; `None` when it does not parse.
-fn decode(body: &[u8]) -> Option<(u64, JournalEntry)> {
+fn decode(body: &[u8]) -> Option<(u64, CanonicalRecord)> {
     struct Cursor<'a>(&'a [u8]);
     impl<'a> Cursor<'a> {
         fn take(&mut self, n: usize) -> Option<&'a [u8]> {
@@ -794,7 +797,7 @@ fn decode(body: &[u8]) -> Option<(u64, JournalEntry)> {
     }
     Some((
         jseq,
-        JournalEntry {
+        CanonicalRecord {
             at,
             kind,
             actor,
@@ -811,7 +814,7 @@ fn read_frame(
     id: &[u8; 16],
     capacity: u64,
     pos: u64,
-) -> io::Result<Option<(u64, JournalEntry, u64)>> {
+) -> io::Result<Option<(u64, CanonicalRecord, u64)>> {
     let span = span(capacity);
     let start = place(pos, span);
     let at = physical(start, span);
@@ -1166,8 +1169,8 @@ fn grow_once(file: &File, allocated: &AtomicU64, capacity: u64, want: u64) -> io
 mod tests {
     use super::*;
 
-    fn entry(n: i64) -> JournalEntry {
-        JournalEntry {
+    fn entry(n: i64) -> CanonicalRecord {
+        CanonicalRecord {
             at: 1_700_000_000_000 + n,
             kind: "record.read".into(),
             actor: "dr.who@two.example".into(),

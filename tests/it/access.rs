@@ -418,14 +418,27 @@ async fn a_clean_stop_leaves_every_read_in_the_log_and_none_in_the_journal() {
         .store;
     let store = mdgate::store::open_read_only(&cfg).await.unwrap();
     assert_eq!(store.audit_journal_pending().await.unwrap(), 0);
-    let reads = store
+    let reads: Vec<_> = store
         .audit_entries(0, 1000)
         .await
         .unwrap()
         .into_iter()
         .filter(|e| e.kind == "record.read")
-        .count();
-    assert_eq!(reads, 20);
+        .collect();
+    assert_eq!(reads.len(), 20);
+    // Each says which route, under which grant, for which server, with
+    // what answer; its detail is stored in canonical form.
+    for e in &reads {
+        assert_eq!(
+            e.detail,
+            serde_json::json!({
+                "route": "vitals", "grant": grant.id.to_string(),
+                "server": bed.sites[1].fqdn, "status": 200,
+            }),
+            "{e:?}"
+        );
+        assert_eq!(e.patient, Some(grant.patient));
+    }
     store
         .verify_audit(None)
         .await

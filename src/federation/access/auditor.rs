@@ -19,7 +19,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::admin::Metrics;
-use crate::store::{AuditRecord, JournalError, Store, StoreError};
+use crate::store::{AuditRecord, CanonicalRecord, JournalError, Store, StoreError};
 
 /// Most entries in one transaction.
 const MAX_BATCH: usize = 256;
@@ -54,6 +54,8 @@ pub enum AuditError {
     Journal(JournalError),
     #[error("the audit writer stopped")]
     Stopped,
+    #[error("an audit detail is not JSON: {0}")]
+    Detail(String),
 }
 
 impl Auditor {
@@ -92,6 +94,26 @@ impl Auditor {
             Ok(Err(e)) => Err(AuditError::Store(e)),
             Err(_) => Err(AuditError::Stopped),
         }
+    }
+
+    /// Appends `record`, whose detail is already canonical JSON (the data
+    /// path's, written without a `serde_json::Value`); returns once it is
+    /// durable. Where the store has no journal, the detail is read back
+    /// into a value for the store's own append.
+    pub async fn append_canonical(&self, record: CanonicalRecord) -> Result<(), AuditError> {
+        if let Some(journal) = self.store.audit_journal() {
+            return journal.append(record).await.map_err(AuditError::Journal);
+        }
+        let detail =
+            serde_json::from_str(&record.detail).map_err(|e| AuditError::Detail(e.to_string()))?;
+        self.append(AuditRecord {
+            at: record.at,
+            kind: record.kind,
+            actor: record.actor,
+            patient: record.patient,
+            detail,
+        })
+        .await
     }
 
     /// This thread's writer, started on the current runtime if it has
@@ -273,5 +295,60 @@ mod tests {
         assert_eq!(checked.entries, 101);
         // Every entry was counted in a group commit, none failed.
         assert_counted(&metrics, 101);
+    }
+
+    /// A record whose detail is already canonical lands as the same entry
+    /// with the journal and without it; a detail that is not JSON is
+    /// refused and changes nothing.
+    #[test]
+    fn canonical_records_land_with_and_without_the_journal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config::Store::Sqlite {
+            path: dir.path().join("mdgate.db"),
+        };
+        let rt = runtime();
+        let owner = rt.block_on(crate::store::open(&cfg)).expect("store");
+        let other = rt.block_on(crate::store::open(&cfg)).expect("store");
+        assert!(owner.audit_journal().is_some());
+        assert!(other.audit_journal().is_none());
+        let canonical = |n: i64| CanonicalRecord {
+            at: 1_700_000_000_000 + n,
+            kind: "record.read".into(),
+            actor: "dr@two.example".into(),
+            patient: None,
+            detail: crate::store::chain::canonical_flat(&mut [
+                ("status", crate::store::chain::Scalar::Int(200)),
+                ("n", crate::store::chain::Scalar::Int(n)),
+            ]),
+        };
+        let metrics = Arc::new(Metrics::new());
+        let through_journal = Auditor::start(owner.clone(), metrics.clone());
+        let direct = Auditor::start(other.clone(), metrics);
+        rt.block_on(through_journal.append_canonical(canonical(1)))
+            .expect("durable");
+        rt.block_on(direct.append_canonical(canonical(2)))
+            .expect("durable");
+        let mut bad = canonical(3);
+        bad.detail = "{not json".into();
+        let refused = rt
+            .block_on(direct.append_canonical(bad))
+            .expect_err("not JSON");
+        assert!(matches!(refused, AuditError::Detail(_)), "{refused:?}");
+
+        // The journal's entry joins the chain when copied, so possibly
+        // after the direct one.
+        let entries = rt.block_on(owner.audit_entries(0, 10)).expect("read");
+        let mut details: Vec<_> = entries.iter().map(|e| e.detail.clone()).collect();
+        details.sort_by_key(|d| d["n"].as_i64());
+        assert_eq!(
+            details,
+            [
+                serde_json::json!({"n": 1, "status": 200}),
+                serde_json::json!({"n": 2, "status": 200}),
+            ]
+        );
+        rt.block_on(owner.verify_audit(None))
+            .expect("read")
+            .expect("one chain");
     }
 }

@@ -20,9 +20,10 @@ use uuid::Uuid;
 use super::wire::{self, AccessRequestMsg, DecisionMsg, ErrorMsg, RequestStatusMsg, RevocationMsg};
 use super::{audit, millis, now_ms, Access, AccessError, LiveGrant};
 use crate::policy::{self, BodyRule, GrantFacts, RequestFacts, Role};
+use crate::store::chain::{self, Scalar};
 use crate::store::{
-    self, Effects, NewAccessRequest, OutgoingState, OutgoingUpdate, ReceivedGrant, RequestKind,
-    RequestState, StoreError,
+    self, CanonicalRecord, Effects, NewAccessRequest, OutgoingState, OutgoingUpdate, ReceivedGrant,
+    RequestKind, RequestState, StoreError,
 };
 use crate::tls::PeerId;
 use crate::upstream::{ApiRequest, UpstreamId};
@@ -433,15 +434,27 @@ pub async fn data(
     } else {
         "record.question"
     };
+    // The detail {"grant","route","server","status"}, written straight in
+    // its canonical form: no `Value` built and dropped on every read.
+    let mut grant_id = Uuid::encode_buffer();
+    let detail = chain::canonical_flat(&mut [
+        ("route", Scalar::Str(route)),
+        (
+            "grant",
+            Scalar::Str(live.grant.id.hyphenated().encode_lower(&mut grant_id)),
+        ),
+        ("server", Scalar::Str(peer.fqdn())),
+        ("status", Scalar::Int(i64::from(reply.status().as_u16()))),
+    ]);
     access
         .auditor()
-        .append(audit(
-            kind,
-            &live.grant.doctor,
-            Some(live.grant.patient),
-            serde_json::json!({"route": route, "grant": live.grant.id, "server": peer.fqdn(),
-                "status": reply.status().as_u16()}),
-        ))
+        .append_canonical(CanonicalRecord {
+            at: super::now_ms(),
+            kind: kind.to_owned(),
+            actor: live.grant.doctor.clone(),
+            patient: Some(live.grant.patient),
+            detail,
+        })
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "cannot write the audit entry");
