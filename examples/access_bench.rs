@@ -1413,7 +1413,7 @@ struct Checks {
     /// 2026-12-08: the detail as a `Value`, then its canonical text.
     audit_detail_value: Timing,
     /// The same as `peer::data` makes it now: the canonical text written
-    /// directly (`chain::canonical_flat`).
+    /// directly (`peer::access_detail`).
     audit_detail_flat: Timing,
     /// A cache miss: `verify_grant` (JWS parse, Ed25519, claims).
     full_verify_grant: Timing,
@@ -1609,25 +1609,17 @@ fn checks(iters: u64) -> Result<Checks> {
             detail,
         })
     });
-    let detail_flat_t = time_it(iters / 4, batches, || {
-        use mdgate::store::chain::{canonical_flat, Scalar};
-        let mut grant_text = Uuid::encode_buffer();
-        let detail = canonical_flat(&mut [
-            ("route", Scalar::Str("vitals")),
-            (
-                "grant",
-                Scalar::Str(grant_id.hyphenated().encode_lower(&mut grant_text)),
-            ),
-            ("server", Scalar::Str(client)),
-            ("status", Scalar::Int(200)),
-        ]);
-        mdgate::store::CanonicalRecord {
-            at: millis(SystemTime::now()),
-            kind: "record.read".to_owned(),
-            actor: claims.actor.clone(),
-            patient: Some(fid),
-            detail,
-        }
+    let detail_flat_t = time_it(iters / 4, batches, || mdgate::store::CanonicalRecord {
+        at: millis(SystemTime::now()),
+        kind: "record.read".to_owned(),
+        actor: claims.actor.clone(),
+        patient: Some(fid),
+        detail: mdgate::federation::access::peer::access_detail(
+            "vitals",
+            grant_id,
+            client,
+            http::StatusCode::OK,
+        ),
     });
     let verifications_after = f.verifier.verifications();
     let vk = key.verifying_key().clone();

@@ -298,6 +298,22 @@ pub async fn request_status(
     Ok(status_msg(&req, token, None))
 }
 
+/// The audit detail of a data access, `{"grant","route","server","status"}`,
+/// written straight in its canonical form: no `serde_json::Value` built
+/// and dropped on every read.
+pub fn access_detail(route: &str, grant: Uuid, server: &str, status: StatusCode) -> String {
+    let mut grant_text = Uuid::encode_buffer();
+    chain::canonical_flat(&mut [
+        ("route", Scalar::Str(route)),
+        (
+            "grant",
+            Scalar::Str(grant.hyphenated().encode_lower(&mut grant_text)),
+        ),
+        ("server", Scalar::Str(server)),
+        ("status", Scalar::Int(i64::from(status.as_u16()))),
+    ])
+}
+
 /// A data request under a grant: checks everything, forwards what the
 /// policy permits, writes the access to the audit log.
 pub async fn data(
@@ -434,18 +450,7 @@ pub async fn data(
     } else {
         "record.question"
     };
-    // The detail {"grant","route","server","status"}, written straight in
-    // its canonical form: no `Value` built and dropped on every read.
-    let mut grant_id = Uuid::encode_buffer();
-    let detail = chain::canonical_flat(&mut [
-        ("route", Scalar::Str(route)),
-        (
-            "grant",
-            Scalar::Str(live.grant.id.hyphenated().encode_lower(&mut grant_id)),
-        ),
-        ("server", Scalar::Str(peer.fqdn())),
-        ("status", Scalar::Int(i64::from(reply.status().as_u16()))),
-    ]);
+    let detail = access_detail(route, live.grant.id, peer.fqdn(), reply.status());
     access
         .auditor()
         .append_canonical(CanonicalRecord {
