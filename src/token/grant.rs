@@ -338,20 +338,48 @@ fn clip(s: &str) -> String {
     s.chars().take(255).collect()
 }
 
-/// The characters of RFC 6750's `b64token` before its trailing `=`s, as
-/// a table: a grant token is several hundred bytes, and this check runs on
-/// every data request.
-const B64TOKEN: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut i = 0;
-    while i < table.len() {
-        let b = i as u8;
-        table[i] =
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
-        i += 1;
+/// Whether `b` may appear in RFC 6750's `b64token` before its trailing
+/// `=`s: `ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/"`. Written
+/// without branches (comparisons joined by `|`) so that [`all_bytes`]
+/// checks many bytes per instruction.
+#[inline(always)]
+fn is_b64token_char(b: u8) -> bool {
+    let digit = b.wrapping_sub(b'0') < 10;
+    let letter = (b | 0x20).wrapping_sub(b'a') < 26;
+    digit
+        | letter
+        | (b == b'-')
+        | (b == b'.')
+        | (b == b'_')
+        | (b == b'~')
+        | (b == b'+')
+        | (b == b'/')
+}
+
+/// Whether `b` is allowed in a header value that [`HeaderValue::to_str`]
+/// accepts: visible ASCII, space or horizontal tab.
+///
+/// [`HeaderValue::to_str`]: http::HeaderValue::to_str
+#[inline(always)]
+fn is_visible_or_blank(b: u8) -> bool {
+    (b.wrapping_sub(0x20) < 0x5f) | (b == b'\t')
+}
+
+/// Whether every byte of `bytes` satisfies `pred`. A grant token is
+/// several hundred bytes and is checked on every data request: each
+/// block of 32 is folded without an early exit, which the compiler turns
+/// into vector compares (a byte at a time with a table took about 0.4 µs
+/// of a 606-byte token in a profile of the data path).
+#[inline(always)]
+fn all_bytes(bytes: &[u8], pred: impl Fn(u8) -> bool) -> bool {
+    let mut blocks = bytes.chunks_exact(32);
+    for block in &mut blocks {
+        if !block.iter().fold(true, |ok, &b| ok & pred(b)) {
+            return false;
+        }
     }
-    table
-};
+    blocks.remainder().iter().all(|&b| pred(b))
+}
 
 /// The one `Authorization: Bearer` token of a request, `None` without an
 /// `Authorization` header.
@@ -371,9 +399,13 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, GrantError> {
     if values.next().is_some() {
         return Err(GrantError::SeveralTokens);
     }
-    let text = value
-        .to_str()
-        .map_err(|_| GrantError::MalformedAuthorization("not visible ASCII"))?
+    // What `HeaderValue::to_str` checks, many bytes at a time; text that
+    // passes is ASCII, which `from_utf8` confirms word by word.
+    let bytes = value.as_bytes();
+    let text = all_bytes(bytes, is_visible_or_blank)
+        .then(|| std::str::from_utf8(bytes).ok())
+        .flatten()
+        .ok_or(GrantError::MalformedAuthorization("not visible ASCII"))?
         .trim_matches([' ', '\t']);
     let (scheme, credentials) = text.split_once(' ').unwrap_or((text, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
@@ -389,7 +421,7 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, GrantError> {
     // RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~"
     // / "+" / "/" ) *"="
     let body = token.trim_end_matches('=');
-    let b64token = !body.is_empty() && body.bytes().all(|b| B64TOKEN[usize::from(b)]);
+    let b64token = !body.is_empty() && all_bytes(body.as_bytes(), is_b64token_char);
     if !b64token {
         return Err(GrantError::MalformedAuthorization(
             "the token is not b64token syntax",

@@ -45,6 +45,8 @@ static USER_AGENT: HeaderValue =
     HeaderValue::from_static(concat!("mdgate/", env!("CARGO_PKG_VERSION")));
 static GZIP: HeaderValue = HeaderValue::from_static("gzip");
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
+/// The `Cookie` header's prefix before the session value.
+const COOKIE_NAME: &[u8] = b"JSESSIONID=";
 
 /// A typed client for the access.md routes mdgate uses. Cheap to clone:
 /// clones share their connection pools.
@@ -452,11 +454,17 @@ impl AccessMd {
             headers.insert(header::CONTENT_TYPE, JSON.clone());
         }
         if let Some(session) = session {
-            let mut cookie = HeaderValue::try_from(format!("JSESSIONID={}", session.expose()))
-                .map_err(|_| UpstreamError::InvalidRequest {
+            // Joined by hand: `format!` cost 0.2 µs of every federated read.
+            let secret = session.expose().as_bytes();
+            let mut value = Vec::with_capacity(COOKIE_NAME.len() + secret.len());
+            value.extend_from_slice(COOKIE_NAME);
+            value.extend_from_slice(secret);
+            let mut cookie = HeaderValue::from_maybe_shared(Bytes::from(value)).map_err(|_| {
+                UpstreamError::InvalidRequest {
                     route: request.route,
                     what: "the session cookie cannot be sent".to_owned(),
-                })?;
+                }
+            })?;
             cookie.set_sensitive(true);
             headers.insert(header::COOKIE, cookie);
         }
@@ -608,6 +616,29 @@ mod tests {
         );
         assert!(session_from(&headers(&[("cookie", "JSESSIONID=x")])).is_none());
         assert!(session_from(&headers(&[("set-cookie", "JSESSIONID=; Path=/")])).is_none());
+    }
+
+    #[test]
+    fn the_session_goes_as_the_only_cookie_marked_sensitive() {
+        let md = AccessMd::new(&config::Upstream {
+            authority: http::uri::Authority::from_static("127.0.0.1:8080"),
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(1),
+            pool_idle_timeout: Duration::from_secs(1),
+            pool_max_idle: 1,
+            request_gzip: false,
+            federation_account: None,
+            enrolled: Vec::new(),
+        });
+        let api = ApiRequest::new("r", Method::GET, "/api/x").expect("request");
+        let session = SessionCookie::from_value("node0abc1.node0").expect("cookie");
+        let built = md.build(&api, Some(&session)).expect("built");
+        let cookies: Vec<_> = built.headers().get_all(header::COOKIE).iter().collect();
+        assert_eq!(cookies, ["JSESSIONID=node0abc1.node0"]);
+        assert!(cookies[0].is_sensitive());
+        assert_eq!(built.uri(), "http://127.0.0.1:8080/api/x");
+        let anonymous = md.build(&api, None).expect("built");
+        assert!(anonymous.headers().get(header::COOKIE).is_none());
     }
 
     #[test]

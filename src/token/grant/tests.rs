@@ -488,12 +488,69 @@ fn bearer_accepts_exactly_the_b64token_characters() {
             }
         }
     }
+    // The same in a long token, where bytes are checked 32 at a time: the
+    // byte first in a block, inside one, last in one, and in the tail.
+    let long = "a".repeat(100);
+    for at in [0, 13, 31, 32, 63, 64, 95, 97, 99] {
+        for b in (0x21u8..=0x7e).chain(0x80..=0xff) {
+            let allowed = b.is_ascii_alphanumeric() || b"-._~+/".contains(&b);
+            let mut token = long.clone().into_bytes();
+            token[at] = b;
+            let mut value = b"Bearer ".to_vec();
+            value.extend_from_slice(&token);
+            let mut map = HeaderMap::new();
+            map.insert(
+                AUTHORIZATION,
+                HeaderValue::from_bytes(&value).expect("a header value"),
+            );
+            let got = bearer(&map);
+            // "=" is allowed as the token's last bytes only.
+            let ok = allowed || (b == b'=' && at == token.len() - 1);
+            assert_eq!(
+                got.is_ok(),
+                ok,
+                "byte {b:#04x} at {at}: {:?}",
+                got.map_err(|e| e.reason())
+            );
+            if let Ok(t) = got {
+                assert_eq!(t.map(str::as_bytes), Some(&token[..]));
+            }
+        }
+    }
     // "=" is padding: at the end only.
     assert_eq!(bearer(&headers(&["Bearer ab=="])), Ok(Some("ab==")));
     assert_eq!(
         bearer(&headers(&["Bearer a=b"])).map_err(|e| e.reason()),
         Err("authorization_malformed")
     );
+}
+
+#[test]
+fn bearer_takes_the_header_values_that_to_str_takes() {
+    // The visible-ASCII check runs 32 bytes at a time; it must agree with
+    // `HeaderValue::to_str` for every byte a header value can hold, in a
+    // block and in the tail. A value `to_str` refuses is malformed.
+    let tail = "b".repeat(80);
+    for at in [10, 39, 40, 71, 85] {
+        for b in (0x09u8..=0x09).chain(0x20..=0x7e).chain(0x80..=0xff) {
+            let mut value = format!("Bearer {tail}").into_bytes();
+            value[at] = b;
+            let header = HeaderValue::from_bytes(&value).expect("a header value");
+            let visible = header.to_str().is_ok();
+            let mut map = HeaderMap::new();
+            map.insert(AUTHORIZATION, header);
+            match bearer(&map) {
+                Err(GrantError::MalformedAuthorization(why)) => {
+                    assert_eq!(
+                        why == "not visible ASCII",
+                        !visible,
+                        "byte {b:#04x} at {at}"
+                    )
+                }
+                other => assert!(visible, "byte {b:#04x} at {at}: {other:?}"),
+            }
+        }
+    }
 }
 
 #[test]
