@@ -2737,9 +2737,57 @@ fn markdown(r: &Report) -> String {
                     .join(", ")
             );
         }
+        if mode == "saturated" {
+            if let Some(line) = authorized_against_passthrough(&by(Target::Passthrough), &auth) {
+                let _ = writeln!(s, "\n{line}");
+            }
+        }
         let _ = writeln!(s);
     }
     s
+}
+
+/// What an authorized read costs the server core beyond a pass-through
+/// request, by part (medians over rounds, same run), the ratio by round,
+/// and the ratio the durable audit entry alone would allow: pass-through's
+/// cost over that cost plus the audit's threads and the emulator's
+/// difference, as if the worker spent nothing beyond pass-through and the
+/// core never idled. `None` unless both targets ran.
+fn authorized_against_passthrough(pass: &[&Phase], auth: &[&Phase]) -> Option<String> {
+    if pass.is_empty() || auth.is_empty() {
+        return None;
+    }
+    let med = |ps: &[&Phase], g: &str| {
+        median(
+            ps.iter()
+                .map(|p| p.cpu_us_per_req.get(g).copied().unwrap_or(0.0))
+                .collect(),
+        )
+    };
+    let worker = med(auth, "mdgate") - med(pass, "mdgate");
+    let emulator = med(auth, "testbed") - med(pass, "testbed");
+    let audit = med(auth, "journal") + med(auth, "sqlite") + med(auth, "kernel_io");
+    let base = med(pass, "mdgate") + med(pass, "testbed");
+    let mut rounds: Vec<(usize, f64)> = auth
+        .iter()
+        .filter_map(|a| {
+            let p = pass.iter().find(|p| p.round == a.round)?;
+            Some((a.round, a.req_per_s / p.req_per_s))
+        })
+        .collect();
+    rounds.sort_by_key(|(round, _)| *round);
+    let by_round = rounds
+        .iter()
+        .map(|(_, r)| format!("{r:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(format!(
+        "authorized against pass-through, by round: {by_round}. Server core µs per read beyond pass-through's {base:.1}: worker {worker:+.1}, journal {:.1}, copier and SQLite {:.1}, kernel I/O {:.1}, emulator {emulator:+.1}. The durable audit entry alone ({audit:.1} µs) bounds the ratio at {:.2}, with a worker that spends nothing beyond pass-through and a core that never idles.",
+        med(auth, "journal"),
+        med(auth, "sqlite"),
+        med(auth, "kernel_io"),
+        base / (base + audit + emulator),
+    ))
 }
 
 /// The recorded window of a phase, in seconds.
