@@ -35,6 +35,9 @@
 #                 and `authorized` (perf-<target>.data and summaries);
 #                 PERF_FREQ=499 samples per second; PERF=flat records
 #                 no call graphs (cheaper: the load core stays unsaturated);
+#                 PERF=fp records call graphs by frame pointers, as cheap,
+#                 for a build made with RUSTFLAGS="-C force-frame-pointers=yes"
+#                 (use its own CARGO_TARGET_DIR, e.g. target-fp);
 #                 PERF_EVENTS=a,b records every one of those events instead
 #                 of CPU time (e.g. uprobes on libc's malloc and free, to
 #                 count allocations per request by thread; with PERF=flat,
@@ -111,6 +114,7 @@ args=(--out "$OUT" --work "$STORE_DIR" --nginx "${NGINX:-/usr/sbin/nginx}"
       --retries "$RETRIES" --quiet-max "$QUIET_MAX" --quiet-busy "$QUIET_BUSY")
 [ -n "${PERF:-}" ] && args+=(--perf-cpu "$SERVER_CPU" --perf-freq "${PERF_FREQ:-499}")
 [ "${PERF:-}" = flat ] && args+=(--perf-flat)
+[ "${PERF:-}" = fp ] && args+=(--perf-fp)
 [ -n "${PERF:-}" ] && [ -n "${PERF_EVENTS:-}" ] && args+=(--perf-events "$PERF_EVENTS")
 [ "${PLAIN_PUBLIC:-0}" != 0 ] && args+=(--plain-public)
 # The driver pins its own threads (see the module docs of access_bench.rs).

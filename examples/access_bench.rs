@@ -141,6 +141,12 @@ struct Args {
     /// load core, does not slow the load generator down.
     #[arg(long)]
     perf_flat: bool,
+    /// Record call graphs by frame pointers instead of DWARF stacks
+    /// (--perf-cpu): cheap, but only whole for a build with
+    /// `RUSTFLAGS="-C force-frame-pointers=yes"` (glibc and SQLite keep
+    /// theirs out, so their own callers may be skipped).
+    #[arg(long)]
+    perf_fp: bool,
     /// Events to record instead of perf's default (--perf-cpu), comma
     /// separated: for example `probe_libc:malloc,probe_libc:free` after
     /// `perf probe -x <libc> -a malloc -a free`, to count allocations by
@@ -2308,6 +2314,8 @@ async fn profile_phase(
         .collect();
     let graph: &[&str] = if args.perf_flat {
         &[]
+    } else if args.perf_fp {
+        &["--call-graph", "fp"]
     } else {
         &["--call-graph", "dwarf,8192"]
     };

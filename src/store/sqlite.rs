@@ -717,11 +717,23 @@ fn embedded() -> Vec<Embedded<'static>> {
         .collect()
 }
 
+/// The page size of a database this store creates (SQLite's default is
+/// 4 KiB). The audit log is most of what the store writes: every
+/// federated read adds a row, and each page of rows is written twice, to
+/// the WAL at commit and to the database at checkpoint, each frame with
+/// its own system calls. At 16 KiB the copier and its SQLite thread cost
+/// 2.7 µs of the server core per read against 2.9–3.1 at 4 KiB (64 KiB:
+/// 2.4, but every small state change would then write 64 KiB a page it
+/// touches). A database that exists keeps its page size: SQLite ignores
+/// the setting once the file has pages.
+const PAGE_SIZE: u32 = 16 * 1024;
+
 fn connect_options(path: &Path) -> Result<SqliteConnectOptions, StoreError> {
     prepare_file(path)?;
     Ok(SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
+        .page_size(PAGE_SIZE)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)

@@ -107,6 +107,52 @@ async fn open_creates_a_durable_wal_database() {
 }
 
 #[tokio::test]
+async fn new_stores_use_16_kib_pages_and_existing_ones_keep_theirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let page_size = |store: &SqliteStore| {
+        let pool = store.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("PRAGMA page_size")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+
+    let new = dir.path().join("new.db");
+    let store = SqliteStore::open(&new).await.unwrap();
+    assert_eq!(page_size(&store).await, 16384);
+
+    // A database made before (SQLite's default 4 KiB pages) stays as it
+    // is, and the store works on it.
+    let old = dir.path().join("old.db");
+    let mut conn = SqliteConnectOptions::new()
+        .filename(&old)
+        .create_if_missing(true)
+        .page_size(4096)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE before_mdgate (x INTEGER)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let store = SqliteStore::open(&old).await.unwrap();
+    assert_eq!(page_size(&store).await, 4096);
+    for n in 0..200 {
+        store
+            .append_audit(audit(n, Some(Uuid::nil())))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.verify_audit(None).await.unwrap().unwrap().entries,
+        200
+    );
+}
+
+#[tokio::test]
 async fn missing_directory_is_a_clear_open_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("no-such-dir").join("mdgate.db");
