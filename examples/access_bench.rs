@@ -145,7 +145,7 @@ struct Args {
     /// (--perf-cpu): cheap, but only whole for a build with
     /// `RUSTFLAGS="-C force-frame-pointers=yes"` (glibc and SQLite keep
     /// theirs out, so their own callers may be skipped).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "perf_flat")]
     perf_fp: bool,
     /// Events to record instead of perf's default (--perf-cpu), comma
     /// separated: for example `probe_libc:malloc,probe_libc:free` after

@@ -399,13 +399,15 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, GrantError> {
     if values.next().is_some() {
         return Err(GrantError::SeveralTokens);
     }
-    // What `HeaderValue::to_str` checks, many bytes at a time; text that
-    // passes is ASCII, which `from_utf8` confirms word by word.
+    // What `HeaderValue::to_str` checks, many bytes at a time. Bytes that
+    // pass are ASCII, so `from_utf8` (word by word) cannot fail after it.
+    let not_visible = GrantError::MalformedAuthorization("not visible ASCII");
     let bytes = value.as_bytes();
-    let text = all_bytes(bytes, is_visible_or_blank)
-        .then(|| std::str::from_utf8(bytes).ok())
-        .flatten()
-        .ok_or(GrantError::MalformedAuthorization("not visible ASCII"))?
+    if !all_bytes(bytes, is_visible_or_blank) {
+        return Err(not_visible);
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| not_visible)?
         .trim_matches([' ', '\t']);
     let (scheme, credentials) = text.split_once(' ').unwrap_or((text, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
